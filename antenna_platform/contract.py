@@ -1,0 +1,131 @@
+"""The event contract of topic `devices`: parse one Kafka message or say why not.
+
+Rules (also in the README):
+- a UTF-8 JSON object of at most `MAX_MESSAGE_BYTES`; unknown extra fields are ignored;
+- `timestamp`: integer epoch seconds, or an ISO-8601 string (no offset means UTC);
+  values that look like milliseconds, before 2000-01-01, or further ahead than the
+  allowed clock skew are rejected;
+- `id`, `antenna_id`: UUID strings (stored lower-case);
+- `bytes`: a non-negative integer (booleans, fractions and strings are rejected);
+- `app`: a non-empty string of at most 64 characters, stored literally.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+import orjson
+
+MAX_MESSAGE_BYTES = 1_000_000
+MIN_TS = 946_684_800  # 2000-01-01T00:00:00Z
+MAX_BYTES_VALUE = 2**62
+MAX_APP_LEN = 64
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+FIELDS = ("timestamp", "id", "antenna_id", "bytes", "app")
+
+
+class Event(NamedTuple):
+    """A valid event. `ts` is epoch seconds (UTC)."""
+
+    ts: int
+    id: str
+    antenna_id: str
+    bytes: int
+    app: str
+
+
+class Rejected(NamedTuple):
+    reason: str
+
+
+def _parse_ts(value: object, now: float, max_skew_s: int) -> int | str:
+    if isinstance(value, bool):
+        return "timestamp: expected epoch seconds or ISO-8601, got a boolean"
+    if isinstance(value, int):
+        ts = value
+    elif isinstance(value, float):
+        if not value.is_integer():
+            return "timestamp: expected whole epoch seconds, got a fraction"
+        ts = int(value)
+    elif isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return "timestamp: not epoch seconds nor an ISO-8601 string"
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        ts = int(dt.timestamp())
+    else:
+        return f"timestamp: expected epoch seconds or ISO-8601, got {type(value).__name__}"
+    if ts > 100_000_000_000:
+        return "timestamp: looks like milliseconds, expected seconds"
+    if ts < MIN_TS:
+        return "timestamp: before 2000-01-01"
+    if ts > now + max_skew_s:
+        return f"timestamp: more than {max_skew_s}s in the future"
+    return ts
+
+
+def validate(obj: object, now: float | None = None, max_skew_s: int = 300) -> Event | Rejected:
+    """Check a decoded JSON value against the contract."""
+    if not isinstance(obj, dict):
+        return Rejected(f"not a JSON object (got {type(obj).__name__})")
+    for name in FIELDS:
+        if obj.get(name) is None:
+            return Rejected(f"{name}: missing or null")
+    ts = _parse_ts(obj["timestamp"], time.time() if now is None else now, max_skew_s)
+    if isinstance(ts, str):
+        return Rejected(ts)
+    dev, ant = obj["id"], obj["antenna_id"]
+    if not isinstance(dev, str) or not _UUID.match(dev):
+        return Rejected("id: expected a UUID string")
+    if not isinstance(ant, str) or not _UUID.match(ant):
+        return Rejected("antenna_id: expected a UUID string")
+    nbytes = obj["bytes"]
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int):
+        if isinstance(nbytes, float) and nbytes.is_integer() and nbytes >= 0:
+            nbytes = int(nbytes)
+        else:
+            return Rejected("bytes: expected a non-negative integer")
+    if nbytes < 0:
+        return Rejected("bytes: negative")
+    if nbytes > MAX_BYTES_VALUE:
+        return Rejected("bytes: implausibly large")
+    app = obj["app"]
+    if not isinstance(app, str) or not app or len(app) > MAX_APP_LEN:
+        return Rejected(f"app: expected a non-empty string of at most {MAX_APP_LEN} characters")
+    return Event(ts, dev.lower(), ant.lower(), nbytes, app)
+
+
+def parse(
+    payload: bytes | None, now: float | None = None, max_skew_s: int = 300
+) -> Event | Rejected:
+    """Decode and validate one raw Kafka message value."""
+    if payload is None or len(payload) == 0:
+        return Rejected("empty message")
+    if len(payload) > MAX_MESSAGE_BYTES:
+        return Rejected(f"message larger than {MAX_MESSAGE_BYTES} bytes")
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        msg = str(exc)
+        if "utf-8" in msg.lower() or "surrogate" in msg.lower():
+            return Rejected("not valid UTF-8")
+        return Rejected("not valid JSON")
+    return validate(obj, now, max_skew_s)
+
+
+def to_json(event: Event) -> bytes:
+    """Serialize an event the way the course simulator does."""
+    return orjson.dumps(
+        {
+            "bytes": event.bytes,
+            "timestamp": event.ts,
+            "app": event.app,
+            "id": event.id,
+            "antenna_id": event.antenna_id,
+        }
+    )

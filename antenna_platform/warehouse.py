@@ -1,0 +1,197 @@
+"""Warehouse DDL, seed data and connections (PostgreSQL via psycopg 3).
+
+All SQL is parameterized or composed with `psycopg.sql.Identifier`. Times are
+stored as `timestamp` (without time zone) holding UTC; every connection sets
+`TimeZone=UTC` so that aware datetimes convert correctly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+
+from antenna_platform.config import ConfigError, Settings, redact_url
+
+SPEED_TYPES = ("antenna_total_bytes", "user_total_bytes", "app_total_bytes")
+BATCH_TYPES = ("antenna_total_bytes", "email_total_bytes", "app_total_bytes")
+
+# (id suffix, name, hourly quota in bytes), from the original exercise.
+SEED_USERS: tuple[tuple[str, int], ...] = (
+    ("andres", 200000),
+    ("paco", 300000),
+    ("juan", 100000),
+    ("fede", 5000),
+    ("gorka", 200000),
+    ("luis", 200000),
+    ("eric", 300000),
+    ("carlos", 100000),
+    ("david", 300000),
+    ("juanchu", 300000),
+    ("charo", 300000),
+    ("delicidas", 1000000),
+    ("milagros", 200000),
+    ("antonio", 1000000),
+    ("sergio", 1000000),
+    ("maria", 1000000),
+    ("cristina", 300000),
+    ("lucia", 300000),
+    ("carlota", 200000),
+    ("emilio", 200000),
+)
+
+
+def device_id(n: int) -> str:
+    """The exercise's device/user id for device number n (1-based)."""
+    return f"00000000-0000-0000-0000-{n:012d}"
+
+
+def seed_rows() -> list[tuple[str, str, str, int]]:
+    return [
+        (device_id(i), name, f"{name}@gmail.com", quota)
+        for i, (name, quota) in enumerate(SEED_USERS, start=1)
+    ]
+
+
+DDL: tuple[str, ...] = (
+    """
+    create table if not exists user_metadata (
+        id    text primary key,
+        name  text not null,
+        email text not null unique,
+        quota bigint not null check (quota >= 0)
+    )""",
+    """
+    create table if not exists bytes (
+        "timestamp" timestamp not null,
+        id          text not null,
+        value       bigint not null,
+        type        text not null check (type in
+                    ('antenna_total_bytes', 'user_total_bytes', 'app_total_bytes')),
+        primary key ("timestamp", id, type)
+    )""",
+    """
+    create table if not exists bytes_hourly (
+        "timestamp" timestamp not null,
+        id          text not null,
+        value       bigint not null,
+        type        text not null check (type in
+                    ('antenna_total_bytes', 'email_total_bytes', 'app_total_bytes')),
+        primary key ("timestamp", id, type)
+    )""",
+    """
+    create table if not exists user_quota_limit (
+        email       text not null,
+        usage       bigint not null,
+        quota       bigint not null,
+        "timestamp" timestamp not null,
+        primary key ("timestamp", email)
+    )""",
+    # ---- bookkeeping of the speed layer (exactly-once state) ----
+    """
+    create table if not exists stream_offsets (
+        consumer_group text not null,
+        topic          text not null,
+        partition      integer not null,
+        next_offset    bigint not null,
+        max_event_ts   timestamp,
+        updated_at     timestamp not null default (now() at time zone 'utc'),
+        primary key (consumer_group, topic, partition)
+    )""",
+    """
+    create table if not exists dead_letter (
+        topic       text not null,
+        partition   integer not null,
+        "offset"    bigint not null,
+        payload     bytea,
+        reason      text not null,
+        received_at timestamp not null default (now() at time zone 'utc'),
+        primary key (topic, partition, "offset")
+    )""",
+    """
+    create table if not exists lake_files (
+        path            text primary key,
+        hour            timestamp not null,
+        kafka_partition integer,
+        rows            bigint not null,
+        bytes_sum       bigint not null,
+        size_bytes      bigint not null,
+        created_at      timestamp not null default (now() at time zone 'utc')
+    )""",
+    "create index if not exists lake_files_hour on lake_files (hour)",
+    """
+    create table if not exists lake_hours (
+        hour         timestamp primary key,
+        late_events  bigint not null default 0,
+        unknown_ids  bigint not null default 0,
+        updated_at   timestamp not null default (now() at time zone 'utc'),
+        reported_at  timestamp
+    )""",
+)
+
+
+def connect(settings: Settings, *, autocommit: bool = False) -> psycopg.Connection:
+    """Open a connection to the platform database, with a one-line error if it fails."""
+    try:
+        return psycopg.connect(
+            settings.database_url,
+            autocommit=autocommit,
+            connect_timeout=10,
+            options="-c TimeZone=UTC",
+        )
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        hint = " (is it running? try `antenna up`)" if settings.embedded_postgres else ""
+        raise ConfigError(
+            f"ANTENNA_DATABASE_URL: cannot connect to {redact_url(settings.database_url)}"
+            f"{hint}: {reason}"
+        ) from None
+
+
+@contextmanager
+def transaction(settings: Settings) -> Iterator[psycopg.Connection]:
+    """A connection whose work commits on success and rolls back on any error."""
+    conn = connect(settings)
+    try:
+        with conn.transaction():
+            yield conn
+    finally:
+        conn.close()
+
+
+def create_tables(conn: psycopg.Connection) -> None:
+    # An advisory lock keeps concurrent provisioners from racing on `create if not exists`.
+    conn.execute("select pg_advisory_xact_lock(771001)")
+    for stmt in DDL:
+        conn.execute(stmt)
+
+
+def seed_users(conn: psycopg.Connection) -> int:
+    """Insert the exercise's users that are missing; never overwrite an operator's edit."""
+    inserted = 0
+    with conn.cursor() as cur:
+        for row in seed_rows():
+            cur.execute(
+                "insert into user_metadata (id, name, email, quota) values (%s, %s, %s, %s) "
+                "on conflict do nothing",
+                row,
+            )
+            inserted += cur.rowcount
+    return inserted
+
+
+def provision(settings: Settings) -> dict[str, int]:
+    """Create every table idempotently and seed `user_metadata`. Returns counts."""
+    with transaction(settings) as conn:
+        create_tables(conn)
+        inserted = seed_users(conn)
+        users = conn.execute("select count(*) from user_metadata").fetchone()[0]
+    return {"seeded": inserted, "users": users}
+
+
+def load_user_metadata(settings: Settings) -> dict[str, tuple[str, str, int]]:
+    """id -> (name, email, quota), as the operators have left it."""
+    with connect(settings) as conn:
+        rows = conn.execute("select id, name, email, quota from user_metadata").fetchall()
+    return {r[0]: (r[1], r[2], int(r[3])) for r in rows}

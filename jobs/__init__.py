@@ -1,0 +1,3 @@
+"""Dagster jobs."""
+
+JOBS: list = []
