@@ -1,0 +1,100 @@
+"""The event contract, including the hostile inputs of issue 6 (accepted or rejected by rule)."""
+
+import pytest
+
+from antenna_platform.contract import MAX_MESSAGE_BYTES, Event, Rejected, parse, validate
+
+NOW = 1_790_000_000  # 2026-09-21
+GOOD = {
+    "bytes": 9082,
+    "timestamp": 1600545287,
+    "app": "SKYPE",
+    "id": "00000000-0000-0000-0000-000000000001",
+    "antenna_id": "11111111-1111-1111-1111-111111111111",
+}
+
+
+def _json(d) -> bytes:
+    import json
+
+    return json.dumps(d).encode()
+
+
+def test_course_simulator_message_is_accepted_unchanged():
+    raw = (
+        b'{"bytes":9082,"timestamp":1600545287,"app":"SKYPE",'
+        b'"id":"00000000-0000-0000-0000-000000000001",'
+        b'"antenna_id":"00000000-0000-0000-0000-000000000000"}'
+    )
+    assert parse(raw, now=NOW) == Event(
+        1600545287,
+        "00000000-0000-0000-0000-000000000001",
+        "00000000-0000-0000-0000-000000000000",
+        9082,
+        "SKYPE",
+    )
+
+
+def test_iso_timestamp_accepted_and_naive_means_utc():
+    a = validate({**GOOD, "timestamp": "2020-09-19T19:54:47Z"}, now=NOW)
+    b = validate({**GOOD, "timestamp": "2020-09-19T19:54:47"}, now=NOW)
+    c = validate({**GOOD, "timestamp": "2020-09-19T21:54:47+02:00"}, now=NOW)
+    assert a.ts == b.ts == c.ts == 1600545287
+
+
+def test_extra_fields_are_ignored_and_uuids_lowercased():
+    ev = validate({**GOOD, "extra": [1, 2], "id": GOOD["id"].upper()}, now=NOW)
+    assert isinstance(ev, Event) and ev.id == GOOD["id"]
+
+
+def test_whole_float_bytes_accepted():
+    assert validate({**GOOD, "bytes": 12.0}, now=NOW).bytes == 12
+
+
+def test_sql_looking_strings_are_kept_literally():
+    app = "x'); drop table bytes; --"
+    ev = validate({**GOOD, "app": app}, now=NOW)
+    assert isinstance(ev, Event) and ev.app == app
+    assert isinstance(validate({**GOOD, "id": "1' or '1'='1"}, now=NOW), Rejected)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"", "empty"),
+        (b"{not json", "not valid JSON"),
+        (b"\xff\xfe\xfa", "UTF-8"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'"just a string"', "not a JSON object"),
+        (b"null", "not a JSON object"),
+        (_json({k: v for k, v in GOOD.items() if k != "app"}), "app: missing"),
+        (_json({**GOOD, "id": None}), "id: missing or null"),
+        (_json({**GOOD, "bytes": -1}), "bytes: negative"),
+        (_json({**GOOD, "bytes": 1.5}), "bytes: expected a non-negative integer"),
+        (_json({**GOOD, "bytes": "12"}), "bytes: expected"),
+        (_json({**GOOD, "bytes": True}), "bytes: expected"),
+        (_json({**GOOD, "bytes": 2**70}), "implausibly large"),
+        (_json({**GOOD, "timestamp": 1600545287000}), "milliseconds"),
+        (_json({**GOOD, "timestamp": 946684799}), "before 2000"),
+        (_json({**GOOD, "timestamp": NOW + 3600}), "in the future"),
+        (_json({**GOOD, "timestamp": 1600545287.5}), "fraction"),
+        (_json({**GOOD, "timestamp": "yesterday"}), "ISO-8601"),
+        (_json({**GOOD, "timestamp": [1]}), "timestamp: expected"),
+        (_json({**GOOD, "antenna_id": "antenna-1"}), "antenna_id: expected a UUID"),
+        (_json({**GOOD, "id": 7}), "id: expected a UUID"),
+        (_json({**GOOD, "app": ""}), "app: expected"),
+        (_json({**GOOD, "app": "A" * 65}), "app: expected"),
+        (_json({**GOOD, "app": 3}), "app: expected"),
+        (b"{" + b" " * MAX_MESSAGE_BYTES + b"}", "larger than"),
+        (None, "empty"),
+    ],
+)
+def test_hostile_inputs_are_rejected_with_a_reason(payload, reason):
+    out = parse(payload, now=NOW)
+    assert isinstance(out, Rejected), out
+    assert reason in out.reason
+
+
+def test_clock_skew_is_configurable():
+    assert isinstance(validate({**GOOD, "timestamp": NOW + 200}, now=NOW, max_skew_s=300), Event)
+    assert isinstance(validate({**GOOD, "timestamp": NOW + 200}, now=NOW, max_skew_s=100), Rejected)
