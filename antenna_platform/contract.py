@@ -7,7 +7,8 @@ Rules (also in the README):
   allowed clock skew are rejected;
 - `id`, `antenna_id`: UUID strings (stored lower-case);
 - `bytes`: a non-negative integer (booleans, fractions and strings are rejected);
-- `app`: a non-empty string of at most 64 characters, stored literally.
+- `app`: a non-empty string of at most 64 characters without control characters
+  (Postgres text cannot hold NUL), stored literally.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ MIN_TS = 946_684_800  # 2000-01-01T00:00:00Z
 MAX_BYTES_VALUE = 2**62
 MAX_APP_LEN = 64
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 FIELDS = ("timestamp", "id", "antenna_id", "bytes", "app")
 
 
@@ -97,6 +99,8 @@ def validate(obj: object, now: float | None = None, max_skew_s: int = 300) -> Ev
     app = obj["app"]
     if not isinstance(app, str) or not app or len(app) > MAX_APP_LEN:
         return Rejected(f"app: expected a non-empty string of at most {MAX_APP_LEN} characters")
+    if _CONTROL.search(app):
+        return Rejected("app: contains control characters")
     return Event(ts, dev.lower(), ant.lower(), nbytes, app)
 
 

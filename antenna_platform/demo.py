@@ -35,7 +35,12 @@ def _stop(proc: subprocess.Popen | None, name: str, timeout: float = 20.0) -> No
         proc.wait()
 
 
+def _sigterm_as_interrupt(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    raise KeyboardInterrupt
+
+
 def run(settings: Settings, port: int = 3000, rate: float = 20.0) -> int:
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     if services.port_open("127.0.0.1", port):
         print(
             f"antenna: error: port 127.0.0.1:{port} is taken (is a demo already running?)",

@@ -410,9 +410,13 @@ def ensure_dagster_home(settings: Settings) -> Path:
 
 def dagster_env(settings: Settings) -> dict[str, str]:
     """Environment for Dagster processes (webserver, daemon, CLI) of this platform."""
+    # dagster-postgres sends `NOTIFY run_events, %s`, which psycopg 3's server-side
+    # parameters reject, so Dagster's storage goes through psycopg2.
+    url = settings.dagster_database_url
+    scheme, _, rest = url.partition("://")
     return {
         "DAGSTER_HOME": str(settings.dagster_home),
-        "DAGSTER_PG_URL": settings.dagster_database_url,
+        "DAGSTER_PG_URL": f"postgresql+psycopg2://{rest}" if scheme.startswith("postgres") else url,
     }
 
 

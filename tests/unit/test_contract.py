@@ -85,6 +85,7 @@ def test_sql_looking_strings_are_kept_literally():
         (_json({**GOOD, "app": ""}), "app: expected"),
         (_json({**GOOD, "app": "A" * 65}), "app: expected"),
         (_json({**GOOD, "app": 3}), "app: expected"),
+        (_json({**GOOD, "app": "SKY\u0000PE"}), "control characters"),
         (b"{" + b" " * MAX_MESSAGE_BYTES + b"}", "larger than"),
         (None, "empty"),
     ],
