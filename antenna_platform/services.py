@@ -15,6 +15,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from antenna_platform.config import DAGSTER_DB, PLATFORM_DB, Settings, redact_url
 
@@ -143,7 +144,9 @@ def _make_accessible(settings: Settings, dirs: list[Path]) -> None:
 
 def postgres_state(settings: Settings) -> ServiceState:
     if not settings.embedded_postgres:
-        return ServiceState("postgres", False, True, redact_url(settings.database_url), None)
+        parts = urlsplit(settings.database_url)
+        reachable = port_open(parts.hostname or "127.0.0.1", parts.port or 5432)
+        return ServiceState("postgres", False, reachable, redact_url(settings.database_url), None)
     data, _, log = _pg_dirs(settings)
     pid = _read_pid(data / "postmaster.pid")
     running = _pid_alive(pid) and port_open("127.0.0.1", settings.pg_port)
@@ -262,7 +265,13 @@ def _broker_files(settings: Settings) -> tuple[Path, Path]:
 
 def broker_state(settings: Settings) -> ServiceState:
     if not settings.embedded_kafka:
-        return ServiceState("kafka", False, True, settings.kafka_bootstrap_servers, None)
+        reachable = any(
+            port_open(host.strip(), int(port))
+            for host, _, port in (
+                hp.rpartition(":") for hp in settings.kafka_bootstrap_servers.split(",")
+            )
+        )
+        return ServiceState("kafka", False, reachable, settings.kafka_bootstrap_servers, None)
     pidfile, log = _broker_files(settings)
     pid = _read_pid(pidfile)
     running = _pid_alive(pid) and port_open("127.0.0.1", settings.kafka_port)
