@@ -1,67 +1,53 @@
-"""What an operator asks first: are the services up, is the stream keeping up, what is built."""
+"""`antenna status`: are the services up, is the stream keeping up, what is built.
+
+Every figure is read from the services themselves: Postgres (offsets, dead letters,
+lake manifest, batch tables), the broker (end offsets) and Dagster's instance (the
+stream run's last heartbeat, the last materialized batch hour).
+"""
 
 from __future__ import annotations
 
+import os
+from datetime import UTC, datetime
 from typing import Any
 
-from antenna_platform import services
+from antenna_platform import health, services
 from antenna_platform.config import ConfigError, Settings, redact_url
 
 
-def _lake_size(settings: Settings) -> dict[str, int]:
-    root = settings.lake_dir / "device_events"
-    files = size = 0
-    if root.is_dir():
-        for p in root.rglob("*.parquet"):
-            files += 1
-            size += p.stat().st_size
-    return {"files": files, "bytes": size}
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
-def _stream_and_batch(settings: Settings) -> dict[str, Any]:
-    from antenna_platform.warehouse import connect  # noqa: PLC0415
+def _dagster(settings: Settings) -> dict[str, Any]:
+    """Last heartbeat of running stream runs and the last materialized batch hour."""
+    if not (settings.dagster_home / "dagster.yaml").exists():
+        return {"dagster_error": "no Dagster instance yet (run `antenna up`)"}
+    for key, value in services.dagster_env(settings).items():
+        os.environ.setdefault(key, value)
+    import dagster as dg  # noqa: PLC0415
 
-    out: dict[str, Any] = {}
-    with connect(settings) as conn:
-        out["partitions"] = [
-            {
-                "partition": r[0],
-                "committed_offset": r[1],
-                "max_event_time": r[2],
-                "updated_at": r[3],
-            }
-            for r in conn.execute(
-                "select partition, next_offset, max_event_ts, updated_at from stream_offsets "
-                "where consumer_group = %s and topic = %s order by partition",
-                (settings.consumer_group, settings.topic),
-            ).fetchall()
-        ]
-        out["rejects_last_hour"] = conn.execute(
-            "select count(*) from dead_letter "
-            "where received_at > (now() at time zone 'utc') - interval '1 hour'"
-        ).fetchone()[0]
-        out["last_batch_hour"] = conn.execute(
-            'select max("timestamp") from bytes_hourly'
-        ).fetchone()[0]
-    return out
-
-
-def _lag(settings: Settings, committed: dict[int, int]) -> dict[int, int]:
-    """Per-partition lag = end offset on the broker - committed offset in Postgres."""
-    from kafka import KafkaConsumer, TopicPartition  # noqa: PLC0415
-
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        enable_auto_commit=False,
-        request_timeout_ms=5000,
-    )
-    try:
-        parts = consumer.partitions_for_topic(settings.topic) or set()
-        tps = [TopicPartition(settings.topic, p) for p in parts]
-        ends = consumer.end_offsets(tps) if tps else {}
-        return {tp.partition: end - committed.get(tp.partition, 0) for tp, end in ends.items()}
-    finally:
-        consumer.close()
+    with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        runs = instance.get_runs(
+            filters=dg.RunsFilter(
+                job_name="device_stream_job",
+                statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING],
+            ),
+            limit=10,
+        )
+        stream_runs = []
+        for run in runs:
+            recs = instance.get_records_for_run(run.run_id, limit=1, ascending=False).records
+            beat = datetime.fromtimestamp(recs[0].timestamp, UTC) if recs else None
+            stream_runs.append(
+                {"run_id": run.run_id, "status": run.status.value, "last_heartbeat": beat}
+            )
+        event = instance.get_latest_materialization_event(dg.AssetKey("bytes_hourly"))
+        last_hour = None
+        if event is not None and event.dagster_event is not None:
+            last_hour = event.dagster_event.partition
+    return {"stream_runs": stream_runs, "last_materialized_hour": last_hour}
 
 
 def collect(settings: Settings) -> dict[str, Any]:
@@ -72,56 +58,65 @@ def collect(settings: Settings) -> dict[str, Any]:
         "lake_dir": str(settings.lake_dir),
         "dagster_home": str(settings.dagster_home),
         "topic": settings.topic,
+        "consumer_group": settings.consumer_group,
         "services": {
-            s.name: {
-                "embedded": s.embedded,
-                "running": s.running,
-                "address": s.address,
-                "pid": s.pid,
-            }
+            s.name: {"embedded": s.embedded, "running": s.running, "address": s.address}
             for s in (pg, kafka)
         },
-        "lake": _lake_size(settings),
     }
     if pg.running:
         try:
-            report.update(_stream_and_batch(settings))
+            report.update(health.activity(settings))
+            if kafka.running:
+                report["stream"] = health.stream_health(settings)
         except ConfigError as exc:
             report["database_error"] = str(exc)
         except Exception as exc:  # noqa: BLE001 - e.g. tables not provisioned yet
-            report["database_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
-    if kafka.running:
+            report["error"] = f"{type(exc).__name__}: {_short(exc)}"
         try:
-            committed = {
-                p["partition"]: p["committed_offset"] for p in report.get("partitions", [])
-            }
-            report["lag"] = _lag(settings, committed)
+            report.update(_dagster(settings))
         except Exception as exc:  # noqa: BLE001
-            report["kafka_error"] = f"{type(exc).__name__}: {exc}"
+            report["dagster_error"] = f"{type(exc).__name__}: {_short(exc)}"
     return report
 
 
 def render(report: dict[str, Any]) -> str:
     lines = [
         f"database   {report['database_url']}",
-        f"kafka      {report['kafka_bootstrap_servers']}  topic {report['topic']!r}",
-        f"lake       {report['lake_dir']}  ({report['lake']['files']} files, "
-        f"{report['lake']['bytes'] / 1e6:.1f} MB)",
+        f"kafka      {report['kafka_bootstrap_servers']}  topic {report['topic']!r}, "
+        f"group {report['consumer_group']!r}",
+        f"lake       {report['lake_dir']}",
         f"dagster    {report['dagster_home']}",
     ]
     for name, s in report["services"].items():
         kind = "embedded" if s["embedded"] else "external"
         lines.append(f"{name:10s} {'running' if s['running'] else 'DOWN'} ({kind}) {s['address']}")
-    lag = report.get("lag", {})
-    for p in report.get("partitions", []):
+    stream = report.get("stream")
+    if stream:
         lines.append(
-            f"partition {p['partition']}: committed {p['committed_offset']}, "
-            f"lag {lag.get(p['partition'], '?')}, max event time {p['max_event_time']}"
+            f"stream     total lag {stream['total_lag']} messages, "
+            f"max stalled {stream['max_stalled_seconds']} s"
         )
-    if "rejects_last_hour" in report:
-        lines.append(f"rejects in the last hour: {report['rejects_last_hour']}")
-        lines.append(f"last batch hour: {report['last_batch_hour']}")
-    for key in ("database_error", "kafka_error"):
+        for p in stream["partitions"]:
+            lines.append(
+                f"  partition {p['partition']}: committed {p['committed_offset']}, "
+                f"end {p['end_offset']}, lag {p['lag']}, max event time {p['max_event_time']}"
+            )
+    for run in report.get("stream_runs", []):
+        lines.append(
+            f"stream run {run['run_id']} {run['status']}, heartbeat {run['last_heartbeat']}"
+        )
+    if "lake_manifest" in report:
+        m = report["lake_manifest"]
+        lines.append(f"lake files {m['files']} ({m['rows']:,} rows, {m['bytes'] / 1e6:.1f} MB)")
+        lines.append(
+            f"last hour  rejects {report['rejects_last_hour']}, "
+            f"late events {report['late_events_last_hour']}"
+        )
+        lines.append(f"batch      last hour in bytes_hourly: {report['last_batch_hour']}")
+    if "last_materialized_hour" in report:
+        lines.append(f"           last materialized partition: {report['last_materialized_hour']}")
+    for key in ("database_error", "error", "dagster_error"):
         if key in report:
             lines.append(f"{key.replace('_', ' ')}: {report[key]}")
     return "\n".join(lines)
