@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHON
 
-.PHONY: help install demo test test-fast lint fmt up down status provision bench-stream bench-batch clean
+.PHONY: help install dbt-manifest demo test test-fast lint fmt up down status provision bench-stream bench-batch clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -22,15 +22,22 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP) ## create .venv and install pinned dependencies
 
-demo: install ## start services, provision, simulate traffic, Dagster UI on http://127.0.0.1:3000
+DBT_MANIFEST := dbt_project/target/manifest.json
+DBT_INPUTS := $(shell find dbt_project -path dbt_project/target -prune -o -path dbt_project/logs -prune -o -type f -print)
+$(DBT_MANIFEST): $(STAMP) $(DBT_INPUTS)
+	$(BIN)/dbt parse --quiet --project-dir dbt_project --profiles-dir dbt_project
+
+dbt-manifest: $(DBT_MANIFEST) ## dbt parse (no database needed): Dagster loads the dbt assets from it
+
+demo: install dbt-manifest ## start services, provision, simulate traffic, Dagster UI on http://127.0.0.1:3000
 	@scripts/check_prereqs.sh
 	$(BIN)/antenna demo
 
-test: install ## run every test against real embedded services
+test: install dbt-manifest ## run every test against real embedded services
 	@scripts/check_prereqs.sh
 	$(BIN)/python -m pytest -v --durations=15 $(PYTEST_ARGS)
 
-test-fast: install ## unit tests only
+test-fast: install dbt-manifest ## unit tests only
 	$(BIN)/python -m pytest -q tests/unit
 
 lint: install ## ruff lint and format check

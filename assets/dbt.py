@@ -1,0 +1,70 @@
+"""The serving views: every dbt model in dbt_project/ as a Dagster asset.
+
+dbt sources map to the assets that write those tables, so the lineage reads
+device_events -> bytes_hourly / user_quota_limit -> serving views. dbt tests on the
+models become asset checks; tests on sources are reported as observations.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+
+from antenna_platform.dbt_env import dbt_environment, prune_run_targets
+from resources.dbt import DBT_PROJECT
+from resources.postgres import PostgresResource
+
+# dbt source table -> the asset that writes it. `bytes` (the speed layer's 5-minute
+# totals) is written by the same streaming op that lands device_events.
+SOURCE_ASSET_KEYS: dict[str, dg.AssetKey] = {
+    "user_metadata": dg.AssetKey("user_metadata"),
+    "bytes_hourly": dg.AssetKey("bytes_hourly"),
+    "user_quota_limit": dg.AssetKey("user_quota_limit"),
+    "bytes": dg.AssetKey("device_events"),
+}
+
+# Rebuild after any upstream update (a batch hour, a reported lake hour, re-provisioning).
+# Unlike `eager()` this does not wait for *every* upstream partition: hours before the
+# platform started are missing forever and would block the views.
+SERVING_AUTOMATION = (
+    (
+        dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()
+    ).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("after upstream updates")
+
+
+class AntennaDbtTranslator(DagsterDbtTranslator):
+    """Sources -> the platform's asset keys; models -> `serving/<model>`, group `serving`."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] == "source":
+            key = SOURCE_ASSET_KEYS.get(dbt_resource_props["name"])
+            if key is not None:
+                return key
+        return super().get_asset_key(dbt_resource_props)
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        return "serving"
+
+    def get_automation_condition(
+        self, dbt_resource_props: Mapping[str, Any]
+    ) -> dg.AutomationCondition | None:
+        return SERVING_AUTOMATION
+
+
+@dbt_assets(
+    manifest=DBT_PROJECT.manifest_path,
+    project=DBT_PROJECT,
+    dagster_dbt_translator=AntennaDbtTranslator(),
+    name="serving_views",
+)
+def serving_views(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, postgres: PostgresResource
+):
+    """`dbt build`: create or replace the views in schema `serving`, then run their tests."""
+    with dbt_environment(postgres.settings()):
+        yield from dbt.cli(["build"], context=context).stream()
+    prune_run_targets()
