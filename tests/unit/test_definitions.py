@@ -1,0 +1,90 @@
+"""The Dagster layer's shape: what a person sees in the UI, loaded without any service."""
+
+import dagster as dg
+
+from antenna_platform.definitions import defs
+
+SERVING = [
+    "antenna_traffic_hourly",
+    "app_usage_hourly",
+    "daily_summary",
+    "live_traffic_5min",
+    "quota_breaches",
+    "user_usage_hourly",
+]
+
+
+def test_asset_keys():
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert keys == {
+        "user_metadata",
+        "device_events",
+        "bytes_hourly",
+        "user_quota_limit",
+        *(f"serving/{m}" for m in SERVING),
+    }
+
+
+def test_lineage_runs_from_the_lake_through_the_batch_to_every_view():
+    graph = defs.resolve_asset_graph()
+    for batch in ("bytes_hourly", "user_quota_limit"):
+        parents = {k.to_user_string() for k in graph.get(dg.AssetKey(batch)).parent_keys}
+        assert {"device_events", "user_metadata"} <= parents
+    allowed = {"bytes_hourly", "user_quota_limit", "user_metadata", "device_events"}
+    allowed |= {f"serving/{m}" for m in SERVING}
+
+    def ancestors(key: dg.AssetKey) -> set[str]:
+        out: set[str] = set()
+        todo = [key]
+        while todo:
+            for parent in graph.get(todo.pop()).parent_keys:
+                if parent.to_user_string() not in out:
+                    out.add(parent.to_user_string())
+                    todo.append(parent)
+        return out
+
+    for model in SERVING:
+        key = dg.AssetKey(["serving", model])
+        parents = {k.to_user_string() for k in graph.get(key).parent_keys}
+        assert parents and parents <= allowed, (model, parents)
+        assert "device_events" in ancestors(key), model
+
+
+def test_hourly_partitions_are_shared():
+    graph = defs.resolve_asset_graph()
+    parts = {
+        k: graph.get(dg.AssetKey(k)).partitions_def
+        for k in ("device_events", "bytes_hourly", "user_quota_limit")
+    }
+    assert len({id(p) for p in parts.values()}) == 1
+    pdef = parts["device_events"]
+    assert isinstance(pdef, dg.HourlyPartitionsDefinition)
+    assert pdef.timezone == "UTC"
+    assert pdef.get_first_partition_key() == "2026-01-01-00:00"
+
+
+def test_checks_jobs_schedules_sensors():
+    checks = {c.to_user_string() for c in defs.resolve_asset_graph().asset_check_keys}
+    assert {
+        "device_events:stream_lag",
+        "bytes_hourly:hour_events_valid",
+        "bytes_hourly:bytes_hourly_valid",
+        "user_quota_limit:user_quota_limit_valid",
+    } <= checks
+    assert sum(c.startswith("serving/") for c in checks) >= 6  # dbt tests as asset checks
+    assert {j.name for j in defs.jobs} >= {
+        "device_stream_job",
+        "hourly_batch_job",
+        "stream_health_job",
+    }
+    schedules = {s.name: s for s in defs.schedules}
+    assert schedules["hourly_batch_schedule"].default_status == dg.DefaultScheduleStatus.RUNNING
+    sensors = {s.name: s for s in defs.sensors}
+    for name in ("device_stream_sensor", "late_data_sensor", "serving_automation"):
+        assert sensors[name].default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_stream_job_runs_in_process_and_has_no_runtime_limit():
+    job = defs.resolve_job_def("device_stream_job")
+    assert job.executor_def.name == "in_process"
+    assert int(job.tags["dagster/max_runtime"]) >= 365 * 86400
