@@ -1,7 +1,10 @@
 """Dagster assets and asset checks. Each module contributes to the lists below."""
 
+from assets.batch import batch_hourly
+from assets.dbt import serving_views
 from assets.lake import device_events
 from assets.provisioning import user_metadata
+from assets.stream_health import stream_lag
 
-ASSETS: list = [user_metadata, device_events]
-ASSET_CHECKS: list = []
+ASSETS: list = [user_metadata, device_events, serving_views, batch_hourly]
+ASSET_CHECKS: list = [stream_lag]

@@ -1,8 +1,10 @@
 """Dagster resources: thin, typed handles on the platform's services."""
 
+from resources.dbt import build_dbt_resource
 from resources.kafka import KafkaResource
 from resources.lake import LakeResource
 from resources.postgres import PostgresResource
+from resources.spark import SparkResource
 
 
 def build_resources() -> dict[str, object]:
@@ -11,7 +13,9 @@ def build_resources() -> dict[str, object]:
         "postgres": PostgresResource(),
         "kafka": KafkaResource(),
         "lake": LakeResource(),
+        "pyspark": SparkResource(),
+        "dbt": build_dbt_resource(),
     }
 
 
-__all__ = ["KafkaResource", "LakeResource", "PostgresResource", "build_resources"]
+__all__ = ["KafkaResource", "LakeResource", "PostgresResource", "SparkResource", "build_resources"]
