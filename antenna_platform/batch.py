@@ -4,14 +4,17 @@ One Spark job per run, whatever the number of hours: every hour's manifest files
 read, tagged with their hour, left-joined to `user_metadata` (a small broadcast
 table read with psycopg: there is no JDBC driver here) and aggregated with grouping
 sets, so antenna, email and app totals, unknown devices and the data-quality counters
-all come from one scan. The results are small; they are collected and written with
+all come from one scan (the Pandera schema of the events, in `quality`, then runs its own
+small Spark jobs on the same DataFrame). The results are small; they are collected and written with
 psycopg, each hour replaced (delete + insert) in one transaction.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -207,10 +210,26 @@ def build_results(
     return [results[h] for h in sorted(results)]
 
 
-def compute_hours(
-    spark: Any, conn: psycopg.Connection, root: Path, hours: Sequence[datetime], attempts: int = 3
-) -> list[HourResult]:
-    """Compute bytes_hourly and user_quota_limit rows for the given closed hours.
+@dataclass
+class Scan:
+    """The outcome of one scan: per-hour results and the validator's report on the events."""
+
+    results: list[HourResult]
+    schema_errors: dict[str, Any] = field(default_factory=dict)  # empty: valid (or not run)
+    validate_seconds: float = 0.0
+
+
+def scan_hours(
+    spark: Any,
+    conn: psycopg.Connection,
+    root: Path,
+    hours: Sequence[datetime],
+    validate: Callable[[Any], dict[str, Any]] | None = None,
+    attempts: int = 3,
+) -> Scan:
+    """Compute bytes_hourly and user_quota_limit rows for the given closed hours, and run
+    `validate` (the Pandera schema of the events) on the very DataFrame aggregated, so
+    the check and the numbers see the same manifest snapshot.
 
     The stream may compact an hour's files while we read it: it swaps the manifest rows
     in one commit and deletes the old files afterwards. If a file of our manifest
@@ -223,13 +242,36 @@ def compute_hours(
         try:
             events = events_frame(spark, manifests.values())
             rows = [] if events is None else aggregate(spark, events, users_frame(spark, users))
+            errors: dict[str, Any] = {}
+            t0 = time.perf_counter()
+            if events is not None and validate is not None:
+                errors = validate(events)
+            seconds = time.perf_counter() - t0
         except Exception:
             vanished = any(not os.path.exists(p) for m in manifests.values() for p in m.paths)
             if not vanished or attempt == attempts:
                 raise
             continue
-        return build_results(manifests, rows)
+        return Scan(build_results(manifests, rows), errors, seconds)
     raise AssertionError("unreachable")
+
+
+def compute_hours(
+    spark: Any, conn: psycopg.Connection, root: Path, hours: Sequence[datetime], attempts: int = 3
+) -> list[HourResult]:
+    """`scan_hours` without a validator: just the per-hour results."""
+    return scan_hours(spark, conn, root, hours, attempts=attempts).results
+
+
+def _fault_pause(point: str) -> None:
+    """TEST-ONLY fault injection: sleep inside the write transaction when
+    ANTENNA_FAULT_SLEEP_IN_WRITE_S is set (read at call time), so a test can SIGKILL the
+    process while it holds the hour's lock with the old rows deleted. Unset in production.
+    """
+    raw = os.environ.get("ANTENNA_FAULT_SLEEP_IN_WRITE_S")
+    if raw:
+        logging.getLogger(__name__).warning("fault injection: sleeping %s s %s", raw, point)
+        time.sleep(float(raw))
 
 
 def replace_hours(conn: psycopg.Connection, results: Sequence[HourResult]) -> int:
@@ -261,6 +303,7 @@ def replace_hours(conn: psycopg.Connection, results: Sequence[HourResult]) -> in
                     res.quota_rows,
                 )
             written += len(res.bytes_rows) + len(res.quota_rows)
+        _fault_pause("after the inserts, before the commit")
     return written
 
 

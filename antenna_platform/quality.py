@@ -1,9 +1,11 @@
 """Data-quality rules of the batch layer, as Pandera schemas and plain checks.
 
-The hour's events are checked in Spark, from counters computed in the batch's one
-scan (null fields, negative bytes, time outside the file's hour): exact, and free at
-10M events. Pandera's PySpark backend cannot be used here: `pandera.pyspark` imports
-`pyspark.pandas`, which fails with the pinned pandas 3 (`DateOffset` import error).
+The hour's events are validated by Pandera's PySpark backend (`HourEvents`, a
+`pandera.pyspark.DataFrameModel`): no null field, bytes >= 0, every timestamp inside
+the hour of the file it was registered under. Pandera on PySpark does not raise and
+reports only which check failed, not how many rows: the exact per-hour counters of the
+batch's one scan (null fields, negative bytes, time outside the hour) give the failing
+row count, and one example row is fetched only when something failed.
 The batch outputs are small, so they are validated with `pandera.pandas` Schemas that
 report every failing row.
 """
@@ -21,8 +23,57 @@ from antenna_platform.batch import ANTENNA, APP, EMAIL, HourResult
 from antenna_platform.warehouse import BATCH_TYPES
 
 with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # pyspark warns about pandas 3 when pandera probes it
+    warnings.simplefilter("ignore")  # quiet pyspark/pandera import-time notices
     import pandera.pandas as pa
+    import pandera.pyspark as psa
+    from pandera.config import ValidationDepth, config_context
+    from pyspark.sql import types as T
+
+
+class HourEvents(psa.DataFrameModel):
+    """The lake events of the hours of a run, as `batch.events_frame` reads them
+    (`hour_epoch` = start of the hour the file is registered under, epoch seconds)."""
+
+    timestamp: T.TimestampType() = psa.Field(nullable=False)
+    id: T.StringType() = psa.Field(nullable=False)
+    antenna_id: T.StringType() = psa.Field(nullable=False)
+    bytes: T.LongType() = psa.Field(nullable=False, ge=0)
+    app: T.StringType() = psa.Field(nullable=False)
+    hour_epoch: T.LongType() = psa.Field(nullable=False)
+
+    @psa.dataframe_check
+    @classmethod
+    def timestamp_inside_hour(cls, df) -> bool:
+        """[hour start, hour end) of each row's own hour: one check for multi-hour runs."""
+        outside = (
+            "unix_micros(timestamp) < hour_epoch * 1000000 "
+            "or unix_micros(timestamp) >= (hour_epoch + 3600) * 1000000"
+        )
+        return df.filter(outside).limit(1).count() == 0
+
+    class Config:
+        name = "hour_events"
+
+
+def validate_events(events) -> dict[str, Any]:
+    """Pandera's report on a Spark DataFrame of events: {} when valid, otherwise
+    {"SCHEMA"|"DATA": {reason: [{"column", "check", ...}]}}. Data checks are forced on
+    (an environment's PANDERA_VALIDATION_DEPTH cannot turn them off here)."""
+    with config_context(validation_enabled=True, validation_depth=ValidationDepth.SCHEMA_AND_DATA):
+        out = HourEvents.validate(check_obj=events)
+    return {k: {r: list(v) for r, v in d.items()} for k, d in dict(out.pandera.errors).items()}
+
+
+def failed_pandera_checks(errors: dict[str, Any]) -> list[str]:
+    """`column: check` of every failure in a pandera.pyspark error report, sorted."""
+    out = set()
+    for by_reason in errors.values():
+        for items in by_reason.values():
+            for item in items:
+                column = item.get("column")
+                where = "" if column in (None, HourEvents.Config.name) else f"{column}: "
+                out.add(f"{where}{item.get('check')}")
+    return sorted(out)
 
 
 BYTES_HOURLY_SCHEMA = pa.DataFrameSchema(
@@ -107,9 +158,13 @@ def quota_frame(results: Sequence[HourResult]) -> pd.DataFrame:
     return frame.astype({"usage": "int64", "quota": "int64"})
 
 
-def check_events(results: Sequence[HourResult], example: Any = None) -> Outcome:
-    """No null field, bytes >= 0, every timestamp inside its file's hour; and Spark read
-    every row the manifest says the hour's files hold."""
+def check_events(
+    results: Sequence[HourResult], schema_errors: dict[str, Any], example: Any = None
+) -> Outcome:
+    """Pandera's verdict on the hour's events (`schema_errors` from `validate_events`),
+    with the exact counters for the number of failing rows; and Spark read every row the
+    manifest says the hour's files hold. The counters must agree with Pandera: a
+    disagreement fails the check too (one of the two is wrong)."""
     bad_hours = {
         f"{r.hour:%Y-%m-%d %H:00}": {
             "null_rows": r.null_rows,
@@ -126,17 +181,22 @@ def check_events(results: Sequence[HourResult], example: Any = None) -> Outcome:
     }
     failing = sum(r.event_failures for r in results)
     failing += sum(abs(r.manifest_rows - r.events) for r in results)
+    failed_checks = failed_pandera_checks(schema_errors)
     details: dict[str, Any] = {
+        "validator": "pandera.pyspark HourEvents",
+        "pandera_passed": not schema_errors,
         "events": sum(r.events for r in results),
         "null_rows": sum(r.null_rows for r in results),
         "negative_bytes_rows": sum(r.negative_rows for r in results),
         "outside_hour_rows": sum(r.outside_rows for r in results),
     }
+    if failed_checks:
+        details["failed_checks"] = ", ".join(failed_checks)[:500]
     if bad_hours:
         details["bad_hours"] = str(bad_hours)[:500]
     if missing:
         details["manifest_mismatch"] = str(missing)[:500]
-    return Outcome(failing == 0, failing, example, details)
+    return Outcome(not schema_errors and failing == 0, failing, example, details)
 
 
 def check_bytes_hourly(results: Sequence[HourResult]) -> Outcome:

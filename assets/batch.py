@@ -61,10 +61,13 @@ def batch_hourly(
     spark = pyspark.spark_session
     with connect(postgres.settings(), autocommit=True) as conn:
         t0 = time.perf_counter()
-        results = batch.compute_hours(spark, conn, root, hours)
-        spark_seconds = round(time.perf_counter() - t0, 2)
+        scan = batch.scan_hours(spark, conn, root, hours, validate=quality.validate_events)
+        results = scan.results
+        pandera_seconds = round(scan.validate_seconds, 2)
+        spark_seconds = round(time.perf_counter() - t0 - scan.validate_seconds, 2)
         emails = [u[1] for u in batch.read_users(conn)]
-        events_outcome = quality.check_events(results)
+        events_outcome = quality.check_events(results, scan.schema_errors)
+        events_outcome.details["pandera_seconds"] = pandera_seconds
         if not events_outcome.passed:
             manifests = batch.read_manifest(
                 conn, root, [r.hour for r in results if r.event_failures]
@@ -95,6 +98,7 @@ def batch_hourly(
             "hours": len(hours),
             "rows": summary["bytes_hourly_rows"],
             "spark_seconds": spark_seconds,
+            "pandera_seconds": pandera_seconds,
             "events": summary["events"],
             "total_bytes": summary["total_bytes"],
             "lake_files": summary["files"],

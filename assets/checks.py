@@ -15,8 +15,9 @@ EVENTS_VALID = dg.AssetCheckSpec(
     "hour_events_valid",
     asset="bytes_hourly",
     blocking=True,
-    description="The hour's lake events (read through the manifest): no null field, "
-    "bytes >= 0, every timestamp inside the hour, every manifest row read.",
+    description="Pandera (pandera.pyspark HourEvents) on the hour's lake events, read "
+    "through the manifest: no null field, bytes >= 0, every timestamp inside the hour; "
+    "exact failing-row counts from the scan's counters; every manifest row read.",
 )
 BYTES_HOURLY_VALID = dg.AssetCheckSpec(
     "bytes_hourly_valid",

@@ -180,7 +180,9 @@ def test_single_run_backfill_equals_single_hours(platform, spark):
     assert table_rows(platform) == singles
 
 
-def plant(settings: Settings, hour: datetime, rows: list[tuple[int, int]], name: str) -> None:
+def plant(
+    settings: Settings, hour: datetime, rows: list[tuple[int, int]], name: str, apps=None
+) -> None:
     """A manifest-registered file with (epoch seconds, bytes) rows, written bypassing
     the contract (as a buggy or foreign writer would)."""
     n = len(rows)
@@ -192,7 +194,7 @@ def plant(settings: Settings, hour: datetime, rows: list[tuple[int, int]], name:
             "id": [device_id(1)] * n,
             "antenna_id": [ANTENNAS[0]] * n,
             "bytes": pa.array([b for _, b in rows], pa.int64()),
-            "app": ["SKYPE"] * n,
+            "app": pa.array(apps or ["SKYPE"] * n, pa.string()),
             "kafka_partition": pa.array([None] * n, pa.int32()),
             "kafka_offset": pa.array([None] * n, pa.int64()),
         },
@@ -205,21 +207,31 @@ def plant(settings: Settings, hour: datetime, rows: list[tuple[int, int]], name:
         lake.register_files(conn, [f])
 
 
-@pytest.mark.parametrize("bad", ["negative_bytes", "outside_hour"])
+# planted bad row, what the example shows, the Pandera check that must fail
+BAD_ROWS = {
+    "negative_bytes": ((5, -50, "SKYPE"), "-50", "bytes: greater_than_or_equal_to(0)"),
+    "outside_hour": ((3600 + 5, 50, "SKYPE"), "11:00:05", "timestamp_inside_hour"),
+    "null_app": ((7, 50, None), "'app': None", "app: not_nullable"),
+}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_ROWS))
 def test_check_fails_on_planted_bad_file_and_rows_are_kept(platform, spark, bad):
     write_hours(platform)
     instance = dg.DagsterInstance.ephemeral()
     materialize(instance, KEYS[0])
     before = table_rows(platform)
     base = int(H1.timestamp())
-    rows = [(base + 5, -50)] if bad == "negative_bytes" else [(base + 3600 + 5, 50)]
-    plant(platform, H1, rows + [(base + 6, 10)], f"bad-{bad}")
+    (offset, value, app), shown, pandera_check = BAD_ROWS[bad]
+    plant(platform, H1, [(base + offset, value), (base + 6, 10)], f"bad-{bad}", [app, "SKYPE"])
     result = materialize(instance, KEYS[0], ok=False)
     evals = {e.check_name: e for e in result.get_asset_check_evaluations()}
     check = evals["hour_events_valid"]
     assert not check.passed
+    assert check.metadata["pandera_passed"].value is False
+    assert check.metadata["failed_checks"].value == pandera_check  # only this one failed
     assert check.metadata["failing_rows"].value == 1
-    assert ("-50" if bad == "negative_bytes" else "11:00:05") in check.metadata["example"].value
+    assert shown in check.metadata["example"].value
     assert table_rows(platform) == before
 
 

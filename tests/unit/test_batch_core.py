@@ -70,12 +70,12 @@ def test_build_results_splits_grouping_sets_and_finds_users_strictly_over_quota(
     assert empty.events == 0 and empty.bytes_rows == [] and empty.quota_rows == []
     assert quality.check_bytes_hourly([res, empty]).passed
     assert quality.check_quota([res, empty], ["over@x", "equal@x"]).passed
-    assert quality.check_events([res, empty]).passed
+    assert quality.check_events([res, empty], {}).passed
 
 
 def test_events_check_counts_failures_and_manifest_mismatch():
     bad = HourResult(H, files=1, manifest_rows=10, events=9, negative_rows=2, outside_rows=1)
-    out = quality.check_events([bad], example={"bytes": -1})
+    out = quality.check_events([bad], {}, example={"bytes": -1})
     assert not out.passed
     assert out.failing_rows == 2 + 1 + 1
     meta = out.metadata()
@@ -127,3 +127,27 @@ def test_summary_has_markdown_tables_sorted_by_bytes():
     lines = s["top_antennas"].splitlines()
     assert lines[0] == "| antenna | bytes |" and lines[2] == "| a2 | 20 |"
     assert "| u@x @ 2026-03-05 14:00 | 5 |" in s["over_quota"]
+
+
+PANDERA_ERRORS = {
+    "SCHEMA": {"SERIES_CONTAINS_NULLS": [{"column": "id", "check": "not_nullable"}]},
+    "DATA": {
+        "DATAFRAME_CHECK": [
+            {"column": "hour_events", "check": "timestamp_inside_hour"},
+            {"column": "bytes", "check": "greater_than_or_equal_to(0)"},
+        ]
+    },
+}
+
+
+def test_events_check_follows_pandera_and_names_its_failed_checks():
+    res = HourResult(H, files=1, manifest_rows=3, events=3, null_rows=1)
+    out = quality.check_events([res], PANDERA_ERRORS)
+    assert not out.passed and out.failing_rows == 1
+    assert out.details["failed_checks"] == (
+        "bytes: greater_than_or_equal_to(0), id: not_nullable, timestamp_inside_hour"
+    )
+    # Pandera fails while the counters see nothing (e.g. a column of the wrong type): fails.
+    clean = HourResult(H, files=1, manifest_rows=3, events=3)
+    assert not quality.check_events([clean], PANDERA_ERRORS).passed
+    assert quality.check_events([clean], {}).passed
