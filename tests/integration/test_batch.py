@@ -6,8 +6,10 @@ Expected rows are computed here in plain Python from the events the test wrote.
 from __future__ import annotations
 
 import random
+import sys
 from collections import defaultdict
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
@@ -92,6 +94,21 @@ def table_rows(settings: Settings):
             'select email, usage, quota, "timestamp" from user_quota_limit order by 1, 2, 3, 4'
         ).fetchall()
     return sorted(b), sorted(q)
+
+
+def materialize_range_cmd(keys: list[str] = KEYS) -> list[str]:
+    """The documented CLI backfill of a range of hours (one run), for subprocess tests."""
+    return [
+        str(Path(sys.executable).parent / "dagster"),
+        "asset",
+        "materialize",
+        "-m",
+        "antenna_platform.definitions",
+        "--select",
+        "bytes_hourly,user_quota_limit",
+        "--partition-range",
+        f"{keys[0]}...{keys[-1]}",
+    ]
 
 
 def write_hours(settings: Settings) -> list[Event]:

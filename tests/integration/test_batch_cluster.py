@@ -19,7 +19,13 @@ import pytest
 from antenna_platform.config import PROJECT_ROOT
 from antenna_platform.warehouse import load_user_metadata
 from tests.conftest import free_port
-from tests.integration.test_batch import KEYS, expected, table_rows, write_hours
+from tests.integration.test_batch import (
+    KEYS,
+    expected,
+    materialize_range_cmd,
+    table_rows,
+    write_hours,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -113,17 +119,7 @@ def test_cli_range_backfill_on_standalone_cluster(platform, standalone_cluster, 
     dagster_home = Path(os.environ["DAGSTER_HOME"])
     dagster_home.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "SPARK_MASTER": master_url, "PYSPARK_PYTHON": sys.executable}
-    cmd = [
-        str(Path(sys.executable).parent / "dagster"),
-        "asset",
-        "materialize",
-        "-m",
-        "antenna_platform.definitions",
-        "--select",
-        "bytes_hourly,user_quota_limit",
-        "--partition-range",
-        f"{KEYS[0]}...{KEYS[-1]}",
-    ]
+    cmd = materialize_range_cmd()
     proc = subprocess.run(
         cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=400
     )

@@ -25,7 +25,13 @@ import pytest
 from antenna_platform.config import PROJECT_ROOT
 from antenna_platform.warehouse import load_user_metadata
 from tests.conftest import free_port
-from tests.integration.test_batch import KEYS, expected, table_rows, write_hours
+from tests.integration.test_batch import (
+    KEYS,
+    expected,
+    materialize_range_cmd,
+    table_rows,
+    write_hours,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -108,17 +114,7 @@ def test_range_materialization_through_spark_connect(platform, connect_server):
     env.pop("SPARK_MASTER", None)
     before = server_log.read_text().count("ExecuteHolder")
     proc = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dagster"),
-            "asset",
-            "materialize",
-            "-m",
-            "antenna_platform.definitions",
-            "--select",
-            "bytes_hourly,user_quota_limit",
-            "--partition-range",
-            f"{KEYS[0]}...{KEYS[-1]}",
-        ],
+        materialize_range_cmd(),
         cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,

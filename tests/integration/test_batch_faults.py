@@ -39,6 +39,7 @@ from tests.integration.test_batch import (
     KEYS,
     expected,
     materialize,
+    materialize_range_cmd,
     table_rows,
     write_hours,
 )
@@ -148,17 +149,7 @@ def test_run_killed_inside_its_write_keeps_old_rows_then_rerun_writes_new(
         "SPARK_MASTER": "local[1]",
         "PYSPARK_PYTHON": sys.executable,
     }
-    cmd = [
-        str(Path(sys.executable).parent / "dagster"),
-        "asset",
-        "materialize",
-        "-m",
-        "antenna_platform.definitions",
-        "--select",
-        "bytes_hourly,user_quota_limit",
-        "--partition-range",
-        f"{KEYS[0]}...{KEYS[-1]}",
-    ]
+    cmd = materialize_range_cmd()
     log = tmp_path / "killed_run.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
