@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from antenna_platform.contract import Event
@@ -199,3 +200,19 @@ def remove_orphans(
         path.unlink(missing_ok=True)
         removed.append(rel)
     return removed
+
+
+def merge_files(
+    root: Path, relpaths: Sequence[str], hour: datetime, kafka_partition: int | None, name: str
+) -> LakeFile:
+    """Write the rows of `relpaths` (one hour) into one new file, ordered by Kafka offset.
+
+    Not yet in the manifest: the caller swaps the manifest rows in one transaction and
+    deletes the old files only after that commit (a crash leaves orphans, never a loss).
+    """
+    table = pa.concat_tables([pq.read_table(root / p, schema=SCHEMA) for p in relpaths])
+    table = table.sort_by([("kafka_partition", "ascending"), ("kafka_offset", "ascending")])
+    rel = f"{hour_relpath(hour)}/{name}.parquet"
+    size = write_parquet_atomic(root, rel, table)
+    total = pc.sum(table.column("bytes")).as_py() or 0
+    return LakeFile(rel, hour, kafka_partition, table.num_rows, int(total), size)

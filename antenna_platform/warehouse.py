@@ -128,6 +128,16 @@ DDL: tuple[str, ...] = (
         updated_at   timestamp not null default (now() at time zone 'utc'),
         reported_at  timestamp
     )""",
+    # The stream bumps `version` in every commit that changes an hour and reports the
+    # hour while `version > reported_version` (a counter, not a clock: a commit that
+    # waited on the reporter's row lock can never look older than the report).
+    "alter table lake_hours add column if not exists rejects bigint not null default 0",
+    "alter table lake_hours add column if not exists version bigint not null default 0",
+    "alter table lake_hours add column if not exists reported_version bigint not null default 0",
+    "create index if not exists lake_files_partition_hour on lake_files (kafka_partition, hour)",
+    # the broker's id of the topic the offsets belong to: a recreated topic (e.g. an
+    # in-memory broker restarted) has a new id and its offsets start again at 0
+    "alter table stream_offsets add column if not exists topic_id text",
 )
 
 

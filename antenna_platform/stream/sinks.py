@@ -1,0 +1,234 @@
+"""SQL of one micro-batch commit, and of hour reports and compaction.
+
+Commit order (quix-streams' rule): the lake files are written first, then ONE
+Postgres transaction registers them, upserts the `bytes` deltas, inserts the dead
+letters, bumps `lake_hours` and moves the offsets. A failure anywhere before that
+commit leaves files outside the manifest (orphans, removed on the next assignment)
+and the offsets where they were, so the batch is simply consumed again.
+
+Fencing: the transaction first locks the batch's partitions and checks that their
+stored `next_offset` is still the position the batch was read from. A batch that was
+already committed (an interrupt landing right after COMMIT) or a zombie consumer that
+lost its partitions therefore aborts instead of counting twice.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import psycopg
+
+from antenna_platform.lake import LakeFile
+
+
+class FencedError(RuntimeError):
+    """Stored offsets moved under us: this batch must be dropped and the partitions re-read."""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    partition: int
+    offset: int
+    payload: bytes | None
+    reason: str
+    received_at: datetime  # naive UTC
+
+
+@dataclass(frozen=True)
+class OffsetState:
+    next_offset: int
+    max_event_ts: int | None  # epoch seconds
+    topic_id: str | None = None  # the broker's topic id when these offsets were committed
+
+
+def utc_naive(ts: int) -> datetime:
+    return datetime.fromtimestamp(ts, UTC).replace(tzinfo=None)
+
+
+def naive_to_epoch(dt: datetime | None) -> int | None:
+    return None if dt is None else int(dt.replace(tzinfo=UTC).timestamp())
+
+
+def load_offsets(
+    conn: psycopg.Connection, group: str, topic: str, partitions: Sequence[int]
+) -> dict[int, OffsetState]:
+    rows = conn.execute(
+        "select partition, next_offset, max_event_ts, topic_id from stream_offsets "
+        "where consumer_group = %s and topic = %s and partition = any(%s)",
+        (group, topic, list(partitions)),
+    ).fetchall()
+    return {r[0]: OffsetState(int(r[1]), naive_to_epoch(r[2]), r[3]) for r in rows}
+
+
+def fence(
+    conn: psycopg.Connection, group: str, topic: str, expected: Mapping[int, int | None]
+) -> None:
+    """Lock the partitions' offset rows and check they are where the batch started."""
+    for p in sorted(expected):
+        conn.execute("select pg_advisory_xact_lock(hashtext(%s), %s)", (f"{group}/{topic}", p))
+    stored = {p: s.next_offset for p, s in load_offsets(conn, group, topic, list(expected)).items()}
+    for p, exp in expected.items():
+        if stored.get(p) != exp:
+            raise FencedError(
+                f"partition {p}: stored offset {stored.get(p)}, batch read from {exp}"
+            )
+
+
+def upsert_bytes(conn: psycopg.Connection, rows: Sequence[tuple[int, str, str, int]]) -> None:
+    """Add deltas to the running 5-minute totals (rows sorted by key: one lock order)."""
+    if not rows:
+        return
+    cache: dict[int, datetime] = {}
+    params = []
+    for ws, ident, typ, value in rows:
+        dt = cache.get(ws)
+        if dt is None:
+            dt = cache[ws] = utc_naive(ws)
+        params.append((dt, ident, typ, value))
+    with conn.cursor() as cur:
+        cur.executemany(
+            'insert into bytes ("timestamp", id, type, value) values (%s, %s, %s, %s) '
+            'on conflict ("timestamp", id, type) do update '
+            "set value = bytes.value + excluded.value",
+            params,
+        )
+
+
+def insert_dead_letters(conn: psycopg.Connection, topic: str, rows: Sequence[DeadLetter]) -> None:
+    if not rows:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            'insert into dead_letter (topic, partition, "offset", payload, reason, received_at) '
+            "values (%s, %s, %s, %s, %s, %s) on conflict do nothing",
+            [(topic, d.partition, d.offset, d.payload, d.reason, d.received_at) for d in rows],
+        )
+
+
+def bump_hours(
+    conn: psycopg.Connection,
+    hours: set[int],
+    late: Counter[int],
+    unknown: Counter[int],
+    rejects: Counter[int],
+) -> None:
+    """Mark hours as changed (version + 1) and add their late/unknown/reject counts."""
+    all_hours = sorted(hours | set(late) | set(unknown) | set(rejects))
+    if not all_hours:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            "insert into lake_hours (hour, late_events, unknown_ids, rejects, version) "
+            "values (%s, %s, %s, %s, 1) on conflict (hour) do update set "
+            "late_events = lake_hours.late_events + excluded.late_events, "
+            "unknown_ids = lake_hours.unknown_ids + excluded.unknown_ids, "
+            "rejects = lake_hours.rejects + excluded.rejects, "
+            "version = lake_hours.version + 1, updated_at = now() at time zone 'utc'",
+            [(utc_naive(h), late[h], unknown[h], rejects[h]) for h in all_hours],
+        )
+
+
+def save_offsets(
+    conn: psycopg.Connection, group: str, topic: str, offsets: Mapping[int, OffsetState]
+) -> None:
+    with conn.cursor() as cur:
+        cur.executemany(
+            "insert into stream_offsets (consumer_group, topic, partition, next_offset, "
+            "max_event_ts, topic_id) values (%s, %s, %s, %s, %s, %s) on conflict "
+            "(consumer_group, topic, partition) do update set next_offset = excluded.next_offset, "
+            "max_event_ts = excluded.max_event_ts, topic_id = excluded.topic_id, "
+            "updated_at = now() at time zone 'utc'",
+            [
+                (
+                    group,
+                    topic,
+                    p,
+                    s.next_offset,
+                    None if s.max_event_ts is None else utc_naive(s.max_event_ts),
+                    s.topic_id,
+                )
+                for p, s in sorted(offsets.items())
+            ],
+        )
+
+
+def low_event_time(conn: psycopg.Connection, group: str, topic: str) -> int | None:
+    """Min over all partitions with data of their max event time (the group's low mark)."""
+    row = conn.execute(
+        "select min(max_event_ts) from stream_offsets where consumer_group = %s and topic = %s",
+        (group, topic),
+    ).fetchone()
+    return naive_to_epoch(row[0]) if row else None
+
+
+def hours_to_report(
+    conn: psycopg.Connection, before: datetime | None
+) -> list[tuple[datetime, int, dict[str, int]]]:
+    """Lock changed, unreported hours ending at or before `before` (None: all of them).
+
+    Returns (hour, version, metadata). Call inside a transaction, then `mark_reported`.
+    `skip locked` leaves hours that another worker is reporting or writing right now.
+    """
+    rows = conn.execute(
+        "select hour, version, late_events, unknown_ids, rejects from lake_hours "
+        "where version > reported_version "
+        "and (%s::timestamp is null or hour + interval '1 hour' <= %s::timestamp) "
+        "order by hour for update skip locked",
+        (before, before),
+    ).fetchall()
+    out = []
+    for hour, version, late, unknown, rejects in rows:
+        files, nrows, nbytes, size = conn.execute(
+            "select count(*), coalesce(sum(rows), 0), coalesce(sum(bytes_sum), 0), "
+            "coalesce(sum(size_bytes), 0) from lake_files where hour = %s",
+            (hour,),
+        ).fetchone()
+        meta = {
+            "rows": int(nrows),
+            "files": int(files),
+            "bytes": int(nbytes),
+            "size_bytes": int(size),
+            "rejects": int(rejects),
+            "late_events": int(late),
+            "unknown_ids": int(unknown),
+        }
+        out.append((hour, int(version), meta))
+    return out
+
+
+def mark_reported(conn: psycopg.Connection, hour: datetime, version: int) -> None:
+    conn.execute(
+        "update lake_hours set reported_version = %s, reported_at = now() at time zone 'utc' "
+        "where hour = %s",
+        (version, hour),
+    )
+
+
+def compaction_candidates(
+    conn: psycopg.Connection, partition: int, before: datetime, limit: int = 4
+) -> list[tuple[datetime, list[str]]]:
+    """Hours of one Kafka partition ending before `before` that have more than one file."""
+    rows = conn.execute(
+        "select hour, array_agg(path order by path) from lake_files "
+        "where kafka_partition = %s and hour + interval '1 hour' <= %s "
+        "group by hour having count(*) > 1 order by hour limit %s",
+        (partition, before, limit),
+    ).fetchall()
+    return [(r[0], list(r[1])) for r in rows]
+
+
+def replace_files(conn: psycopg.Connection, old: Sequence[str], new: LakeFile) -> None:
+    """Swap `old` manifest rows for `new` (inside the caller's transaction)."""
+    gone = conn.execute(
+        "delete from lake_files where path = any(%s) returning path", (list(old),)
+    ).fetchall()
+    if len(gone) != len(old):
+        raise FencedError("compaction: the manifest changed under us")
+    conn.execute(
+        "insert into lake_files (path, hour, kafka_partition, rows, bytes_sum, size_bytes) "
+        "values (%s, %s, %s, %s, %s, %s)",
+        (new.path, new.hour, new.kafka_partition, new.rows, new.bytes_sum, new.size_bytes),
+    )

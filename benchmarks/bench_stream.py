@@ -1,0 +1,298 @@
+"""Stream benchmark: throughput topic -> lake + `bytes` (exactly once), latency, workers.
+
+Starts its own embedded Postgres and broker in a temporary ANTENNA_HOME (or uses
+ANTENNA_DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS when set), so it never touches a running
+platform. Prints:
+  1. sustained throughput of one in-process engine over N preloaded events;
+  2. p50/p99 produce-to-visible latency in `bytes` at a steady rate (default 20,000/s);
+  3. throughput of 1, 2 and 3 worker processes on a 6-partition topic.
+
+    python benchmarks/bench_stream.py [--events N] [--rate R] [--skip-latency] [--skip-workers]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import psycopg
+from confluent_kafka import Producer
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from antenna_platform import services, simulator  # noqa: E402
+from antenna_platform.config import load_settings, with_database  # noqa: E402
+from antenna_platform.stream.engine import Hooks, StreamEngine, StreamOptions  # noqa: E402
+from antenna_platform.warehouse import connect, provision  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Quiet(Hooks):
+    def log(self, msg: str) -> None:
+        if "failed" in msg or "error" in msg.lower():
+            print("   ", msg, file=sys.stderr)
+
+    def hour_closed(self, hour, metadata) -> None:
+        pass
+
+
+def fresh(base_env: dict[str, str], partitions: int, lake_root: Path):
+    """A new database, topic, group and lake; returns (settings, env)."""
+    tag = uuid.uuid4().hex[:8]
+    admin = base_env["ANTENNA_DATABASE_URL"]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(f"bench_{tag}")))
+    env = {
+        **base_env,
+        "ANTENNA_DATABASE_URL": with_database(admin, f"bench_{tag}"),
+        "ANTENNA_TOPIC": f"bench_{tag}",
+        "ANTENNA_TOPIC_PARTITIONS": str(partitions),
+        "ANTENNA_CONSUMER_GROUP": f"bench_{tag}",
+        "ANTENNA_LAKE_DIR": str(lake_root / tag),
+        "ANTENNA_WATERMARK_SECONDS": "86400",
+    }
+    settings = load_settings(env)
+    provision(settings)
+    services.ensure_topic(settings)
+    return settings, env
+
+
+def producer(settings) -> Producer:
+    return Producer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "linger.ms": 5,
+            "batch.num.messages": 10000,
+            "queue.buffering.max.messages": 2_000_000,
+        }
+    )
+
+
+def preload(settings, n: int) -> float:
+    cfg = simulator.SimConfig(events=n, seed=1, start=None, rate=0)
+    now = time.time() - 3600
+    p = producer(settings)
+    t0 = time.monotonic()
+    for i, (payload, _ok) in enumerate(simulator.generate(cfg, now=now)):
+        while True:
+            try:
+                p.produce(settings.topic, value=payload)
+                break
+            except BufferError:
+                p.poll(0.01)
+        if i % 20000 == 0:
+            p.poll(0)
+    p.flush(120)
+    return n / (time.monotonic() - t0)
+
+
+def committed(settings) -> int:
+    with connect(settings) as conn:
+        row = conn.execute("select coalesce(sum(next_offset), 0) from stream_offsets").fetchone()
+    return int(row[0])
+
+
+def bench_throughput(base_env, lake_root, n: int) -> None:
+    settings, _ = fresh(base_env, 3, lake_root)
+    rate = preload(settings, n)
+    print(f"  loaded {n:,} events into a 3-partition topic ({rate:,.0f} events/s produced)")
+    engine = StreamEngine(settings, StreamOptions(max_events=n), Quiet())
+    t0 = time.monotonic()
+    first = {"t": None}
+
+    def watch() -> None:
+        while first["t"] is None and time.monotonic() - t0 < 120:
+            if engine.stats.records:
+                first["t"] = time.monotonic()
+            time.sleep(0.005)
+
+    threading.Thread(target=watch, daemon=True).start()
+    stats = engine.run()
+    t1 = time.monotonic()
+    start = first["t"] or t0
+    assert stats.records == n, stats
+    print(
+        f"  1 engine, exactly once: {n:,} events in {t1 - start:.1f}s after the first commit "
+        f"= {n / (t1 - start):,.0f} events/s ({stats.batches} batches; "
+        f"{t1 - t0:.1f}s including the group join)"
+    )
+
+
+def bench_latency(base_env, lake_root, rate: float, seconds: float) -> None:
+    settings, _ = fresh(base_env, 3, lake_root)
+    engine = StreamEngine(settings, StreamOptions(), Quiet())
+    stop = threading.Event()
+    th = threading.Thread(target=lambda: engine.run(stop.is_set), daemon=True)
+    th.start()
+    # wait for the group join: a first probe must become visible
+    sent: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    p = producer(settings)
+    dev = "00000000-0000-0000-0000-000000000001"
+
+    def probe_payload(aid: str) -> bytes:
+        return orjson.dumps(
+            {"bytes": 1, "timestamp": int(time.time()), "app": "P", "id": dev, "antenna_id": aid}
+        )
+
+    warm = str(uuid.uuid4())
+    p.produce(settings.topic, value=probe_payload(warm))
+    p.flush(10)
+    conn = connect(settings, autocommit=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if conn.execute("select 1 from bytes where id = %s", (warm,)).fetchone():
+            break
+        time.sleep(0.05)
+    cfg = simulator.SimConfig(events=None, seed=2, rate=0)
+    gen = simulator.generate(cfg)
+    t0 = time.monotonic()
+    i = 0
+    next_probe = t0
+
+    def watcher() -> None:
+        while not stop.is_set() or len(seen) < len(sent):
+            pending = [a for a in list(sent) if a not in seen]
+            if pending:
+                for (aid,) in conn.execute(
+                    "select id from bytes where type = 'antenna_total_bytes' and id = any(%s)",
+                    (pending,),
+                ):
+                    seen.setdefault(aid, time.monotonic())
+            if stop.is_set() and time.monotonic() - t0 > seconds + 10:
+                return
+            time.sleep(0.005)
+
+    w = threading.Thread(target=watcher, daemon=True)
+    w.start()
+    while time.monotonic() - t0 < seconds:
+        target = t0 + i / rate
+        now = time.monotonic()
+        if target > now:
+            time.sleep(min(target - now, 0.002))
+            continue
+        payload, _ = next(gen)
+        try:
+            p.produce(settings.topic, value=payload)
+        except BufferError:
+            p.poll(0.005)
+            continue
+        i += 1
+        if now >= next_probe:
+            aid = str(uuid.uuid4())
+            p.produce(settings.topic, value=probe_payload(aid))
+            p.poll(0)
+            sent[aid] = time.monotonic()
+            next_probe = now + 0.05
+        if i % 2000 == 0:
+            p.poll(0)
+    p.flush(30)
+    achieved = i / (time.monotonic() - t0)
+    time.sleep(3)
+    stop.set()
+    w.join(20)
+    th.join(30)
+    lat = sorted((seen[a] - sent[a]) * 1000 for a in sent if a in seen)
+    if not lat:
+        print("  latency: no probe became visible")
+        return
+    q = statistics.quantiles(lat, n=100)
+    print(
+        f"  latency at {achieved:,.0f} events/s for {seconds:.0f}s: {len(lat)}/{len(sent)} probes "
+        f"visible, p50 {q[49]:.0f} ms, p99 {q[98]:.0f} ms, max {lat[-1]:.0f} ms "
+        "(produce -> row visible in `bytes`)"
+    )
+
+
+def bench_workers(base_env, lake_root, n: int, workers: int) -> None:
+    settings, env = fresh(base_env, 6, lake_root)
+    preload(settings, n)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "antenna_platform.stream", "--idle", "8"],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(workers)
+    ]
+    t_first = None
+    t_done = None
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        c = committed(settings)
+        now = time.monotonic()
+        if c and t_first is None:
+            t_first = now
+        if c >= n:
+            t_done = now
+            break
+        time.sleep(0.01)
+    for pr in procs:
+        pr.wait(timeout=120)
+    if t_done is None or t_first is None:
+        print(f"  {workers} worker(s): did not finish")
+        return
+    print(
+        f"  {workers} worker process(es), 6 partitions: {n:,} events in {t_done - t_first:.1f}s "
+        f"= {n / (t_done - t_first):,.0f} events/s (first commit to last)"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--rate", type=float, default=20_000)
+    ap.add_argument("--latency-seconds", type=float, default=20)
+    ap.add_argument("--worker-events", type=int, default=None, help="default: --events / 2")
+    ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--skip-workers", action="store_true")
+    args = ap.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="antenna_bench_"))
+    env = {
+        "ANTENNA_HOME": str(home),
+        "ANTENNA_PG_PORT": str(free_port()),
+        "ANTENNA_KAFKA_PORT": str(free_port()),
+    }
+    for key in ("ANTENNA_DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"):
+        if os.environ.get(key):
+            env[key] = os.environ[key]
+    base = load_settings(env)
+    services.up(base)
+    env.setdefault("ANTENNA_DATABASE_URL", base.database_url)
+    env.setdefault("KAFKA_BOOTSTRAP_SERVERS", base.kafka_bootstrap_servers)
+    lake_root = home / "lakes"
+    print(f"stream benchmark ({os.cpu_count()} cores)")
+    try:
+        bench_throughput(env, lake_root, args.events)
+        if not args.skip_latency:
+            bench_latency(env, lake_root, args.rate, args.latency_seconds)
+        if not args.skip_workers:
+            for w in (1, 2, 3):
+                bench_workers(env, lake_root, args.worker_events or args.events // 2, w)
+    finally:
+        services.down(base)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
