@@ -68,7 +68,7 @@ def test_three_workers_on_six_partitions_with_rebalances_and_a_kill(make_platfor
 
 
 def test_postgres_stopped_mid_stream_then_exact(make_platform, tmp_path, monkeypatch):
-    """A Postgres of this test's own is stopped for 20 s while the stream runs."""
+    """A Postgres of this test's own is stopped for 30 s while the stream runs."""
     base = make_platform(partitions=2, provision=False, ANTENNA_WATERMARK_SECONDS="86400")
     monkeypatch.delenv("ANTENNA_DATABASE_URL")
     monkeypatch.setenv("ANTENNA_HOME", str(tmp_path / "home"))
@@ -86,7 +86,7 @@ def test_postgres_stopped_mid_stream_then_exact(make_platform, tmp_path, monkeyp
         wait_for(lambda: committed(settings) > 0, 60, "the first commit")
         services.stop_postgres(settings)
         produce(settings, second)
-        time.sleep(20)
+        time.sleep(30)
         assert proc.poll() is None, "the stream must wait for Postgres, not exit"
         services.start_postgres(settings)
         out, _ = proc.communicate(timeout=180)
