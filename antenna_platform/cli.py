@@ -121,7 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     de = sub.add_parser("demo", help="up + provision + simulator + dagster dev (Ctrl-C stops all)")
     de.add_argument("--port", type=int, default=3000)
-    de.add_argument("--rate", type=float, default=20.0, help="simulator events/s")
+    de.add_argument(
+        "--rate",
+        type=float,
+        default=1.0,
+        help="live simulator events/s (1.0 = 3 reports per device per minute)",
+    )
     return p
 
 

@@ -8,6 +8,7 @@ the stream sensor and the hourly schedule on. Ctrl-C stops what it started.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -35,11 +36,57 @@ def _stop(proc: subprocess.Popen | None, name: str, timeout: float = 20.0) -> No
         proc.wait()
 
 
+def _terminate_runs(port: int, timeout: float = 45.0) -> None:
+    """Ask Dagster to terminate in-progress runs (the stream commits its batch in hand)."""
+    try:
+        from dagster_graphql import DagsterGraphQLClient  # noqa: PLC0415
+
+        client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+        query = (
+            "{ runsOrError(filter: {statuses: [STARTED, STARTING, QUEUED]}) "
+            "{ ... on Runs { results { runId } } } }"
+        )
+        data = client._execute(query)  # noqa: SLF001 - the public client has no run listing
+        run_ids = [r["runId"] for r in data["runsOrError"]["results"]]
+    except Exception as exc:  # noqa: BLE001 - the webserver may already be gone
+        print(f"could not list runs to terminate: {type(exc).__name__}", file=sys.stderr)
+        return
+    for run_id in run_ids:
+        print(f"terminating run {run_id[:8]} ...", flush=True)
+        with contextlib.suppress(Exception):
+            client.terminate_run(run_id)
+    deadline = time.monotonic() + timeout
+    for run_id in run_ids:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                if client.get_run_status(run_id).value not in ("STARTED", "CANCELING", "STARTING"):
+                    break
+            time.sleep(1)
+
+
+def _stop_run_workers(dagster_home: str, timeout: float = 30.0) -> None:
+    """Run workers outlive `dagster dev`; stop the ones of this instance before Postgres."""
+    import psutil  # noqa: PLC0415
+
+    workers = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(proc.info.get("cmdline") or [])
+        if "dagster" in cmd and "execute_run" in cmd and dagster_home in cmd:
+            workers.append(proc)
+    for proc in workers:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(workers, timeout=timeout)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+
+
 def _sigterm_as_interrupt(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
     raise KeyboardInterrupt
 
 
-def run(settings: Settings, port: int = 3000, rate: float = 20.0) -> int:
+def run(settings: Settings, port: int = 3000, rate: float = 1.0) -> int:
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     if services.port_open("127.0.0.1", port):
         print(
@@ -119,7 +166,10 @@ def run(settings: Settings, port: int = 3000, rate: float = 20.0) -> int:
     finally:
         _stop(live, "simulator")
         _stop(history, "history simulator")
+        if dagster is not None and dagster.poll() is None:
+            _terminate_runs(port)
         _stop(dagster, "dagster dev", timeout=60)
+        _stop_run_workers(str(settings.dagster_home))
         if not was_running["kafka"]:
             services.stop_broker(settings)
         if not was_running["postgres"]:
