@@ -123,7 +123,7 @@ def run(settings: Settings, port: int = 3000, rate: float = 1.0) -> int:
                 "--hours",
                 "3",
                 "--events",
-                "36000",
+                str(20 * 60 * 3),  # the course's pace: one report per device per minute
                 "--seed",
                 "1",
                 "--bad-ratio",
