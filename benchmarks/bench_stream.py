@@ -136,6 +136,58 @@ def bench_throughput(base_env, lake_root, n: int) -> None:
     )
 
 
+def _good_throughput(settings, payloads: list[bytes], n_good: int) -> float:
+    """Load the payloads, run one engine over them, return good events per second."""
+    p = producer(settings)
+    for i, payload in enumerate(payloads):
+        while True:
+            try:
+                p.produce(settings.topic, value=payload)
+                break
+            except BufferError:
+                p.poll(0.01)
+        if i % 20000 == 0:
+            p.poll(0)
+    p.flush(120)
+    engine = StreamEngine(settings, StreamOptions(max_events=len(payloads)), Quiet())
+    t0 = time.monotonic()
+    first = {"t": None}
+
+    def watch() -> None:
+        while first["t"] is None and time.monotonic() - t0 < 120:
+            if engine.stats.records:
+                first["t"] = time.monotonic()
+            time.sleep(0.005)
+
+    threading.Thread(target=watch, daemon=True).start()
+    stats = engine.run()
+    assert stats.events == n_good, stats
+    return n_good / (time.monotonic() - (first["t"] or t0))
+
+
+def bench_flood(base_env, lake_root, n_good: int, n_bad: int) -> None:
+    """Good-event throughput alone, then with n_bad malformed messages mixed in."""
+    import random
+
+    now = time.time() - 3600
+    cfg = simulator.SimConfig(events=n_good, seed=3, rate=0)
+    good = [p for p, _ in simulator.generate(cfg, now=now)]
+    bad = [
+        (b"{not json", b"[1]", b"\xff\xfe", b'{"bytes": -1}', b"")[i % 5] + str(i).encode()
+        for i in range(n_bad)
+    ]
+    settings, _ = fresh(base_env, 3, lake_root)
+    clean = _good_throughput(settings, good, n_good)
+    mixed = good + bad
+    random.Random(3).shuffle(mixed)
+    settings, _ = fresh(base_env, 3, lake_root)
+    flooded = _good_throughput(settings, mixed, n_good)
+    print(
+        f"  flood: {n_good:,} good events alone {clean:,.0f} good/s; with {n_bad:,} bad mixed "
+        f"in {flooded:,.0f} good/s (x{clean / flooded:.2f} slower; goal: within x2)"
+    )
+
+
 def bench_latency(base_env, lake_root, rate: float, seconds: float) -> None:
     settings, _ = fresh(base_env, 3, lake_root)
     engine = StreamEngine(settings, StreamOptions(), Quiet())
@@ -266,6 +318,8 @@ def main() -> None:
     ap.add_argument("--worker-events", type=int, default=None, help="default: --events / 2")
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--skip-workers", action="store_true")
+    ap.add_argument("--skip-flood", action="store_true")
+    ap.add_argument("--flood-bad", type=int, default=100_000, help="malformed messages")
     args = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="antenna_bench_"))
     env = {
@@ -286,6 +340,8 @@ def main() -> None:
         bench_throughput(env, lake_root, args.events)
         if not args.skip_latency:
             bench_latency(env, lake_root, args.rate, args.latency_seconds)
+        if not args.skip_flood:
+            bench_flood(env, lake_root, min(args.events, 100_000), args.flood_bad)
         if not args.skip_workers:
             for w in (1, 2, 3):
                 bench_workers(env, lake_root, args.worker_events or args.events // 2, w)

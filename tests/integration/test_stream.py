@@ -192,3 +192,42 @@ def test_stream_job_is_exact_over_three_hours(make_platform):
     # a rerun with nothing new changes nothing
     assert run_job({"stop_when_idle_s": 2, "give_up_after_s": 30}).success
     assert_exact(settings, payloads)
+
+
+def hostile_payloads(n: int, seed: int) -> list[tuple[bytes, bool]]:
+    """n malformed messages of many kinds (each rejected by a rule of the contract)."""
+    import random
+
+    rng = random.Random(seed)
+    good = orjson.loads(make_payloads(1, seed=seed, bad_ratio=0)[0][0])
+    kinds = [
+        lambda: b"",
+        lambda: b"\xff\xfe" + rng.randbytes(8),
+        lambda: b"[1, 2, 3]",
+        lambda: b"not json at all",
+        lambda: orjson.dumps({**good, "bytes": -rng.randint(1, 99)}),
+        lambda: orjson.dumps({**good, "bytes": rng.random()}),
+        lambda: orjson.dumps({**good, "timestamp": good["timestamp"] * 1000}),
+        lambda: orjson.dumps({**good, "timestamp": 4_000_000_000}),
+        lambda: orjson.dumps({**good, "id": "1' or '1'='1"}),
+        lambda: orjson.dumps({**good, "app": None}),
+        lambda: orjson.dumps({k: v for k, v in good.items() if k != "antenna_id"}),
+    ]
+    return [(kinds[i % len(kinds)](), False) for i in range(n)]
+
+
+@pytest.mark.slow
+def test_flood_of_bad_messages_loses_no_good_event(make_platform):
+    """100,000 malformed messages interleaved with 20,000 good ones: all good ones counted
+    exactly, every bad one in the dead letter with its offset and reason."""
+    import random
+
+    settings = make_platform(partitions=3, ANTENNA_WATERMARK_SECONDS="86400")
+    good = make_payloads(20_000, seed=13, bad_ratio=0)
+    mixed = good + hostile_payloads(100_000, seed=13)
+    random.Random(13).shuffle(mixed)
+    produce(settings, mixed)
+    assert run_job({"stop_when_idle_s": 4, "give_up_after_s": 60}).success
+    got = assert_exact(settings, mixed)
+    assert got["lake_rows"] == 20_000
+    assert len(got["dead"]) == 100_000
