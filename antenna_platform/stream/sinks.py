@@ -98,13 +98,25 @@ def upsert_bytes(conn: psycopg.Connection, rows: Sequence[tuple[int, str, str, i
 
 
 def insert_dead_letters(conn: psycopg.Connection, topic: str, rows: Sequence[DeadLetter]) -> None:
+    """COPY into a per-connection staging table, then one insert: a flood of garbage costs
+    one round trip per batch instead of one statement per message."""
     if not rows:
         return
     with conn.cursor() as cur:
-        cur.executemany(
+        cur.execute(
+            "create temp table if not exists dead_letter_stage "
+            "(like dead_letter including defaults) on commit delete rows"
+        )
+        with cur.copy(
+            'copy dead_letter_stage (topic, partition, "offset", payload, reason, received_at) '
+            "from stdin"
+        ) as copy:
+            for d in rows:
+                copy.write_row((topic, d.partition, d.offset, d.payload, d.reason, d.received_at))
+        cur.execute(
             'insert into dead_letter (topic, partition, "offset", payload, reason, received_at) '
-            "values (%s, %s, %s, %s, %s, %s) on conflict do nothing",
-            [(topic, d.partition, d.offset, d.payload, d.reason, d.received_at) for d in rows],
+            'select topic, partition, "offset", payload, reason, received_at '
+            "from dead_letter_stage on conflict do nothing"
         )
 
 
