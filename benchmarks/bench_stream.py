@@ -110,11 +110,9 @@ def committed(settings) -> int:
     return int(row[0])
 
 
-def bench_throughput(base_env, lake_root, n: int) -> None:
-    settings, _ = fresh(base_env, 3, lake_root)
-    rate = preload(settings, n)
-    print(f"  loaded {n:,} events into a 3-partition topic ({rate:,.0f} events/s produced)")
-    engine = StreamEngine(settings, StreamOptions(max_events=n), Quiet())
+def run_engine(settings, n_records: int):
+    """Run one engine over n_records; returns (stats, seconds from the first commit, total)."""
+    engine = StreamEngine(settings, StreamOptions(max_events=n_records), Quiet())
     t0 = time.monotonic()
     first = {"t": None}
 
@@ -127,12 +125,19 @@ def bench_throughput(base_env, lake_root, n: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
     stats = engine.run()
     t1 = time.monotonic()
-    start = first["t"] or t0
-    assert stats.records == n, stats
+    assert stats.records == n_records, stats
+    return stats, t1 - (first["t"] or t0), t1 - t0
+
+
+def bench_throughput(base_env, lake_root, n: int) -> None:
+    settings, _ = fresh(base_env, 3, lake_root)
+    rate = preload(settings, n)
+    print(f"  loaded {n:,} events into a 3-partition topic ({rate:,.0f} events/s produced)")
+    stats, seconds, total = run_engine(settings, n)
     print(
-        f"  1 engine, exactly once: {n:,} events in {t1 - start:.1f}s after the first commit "
-        f"= {n / (t1 - start):,.0f} events/s ({stats.batches} batches; "
-        f"{t1 - t0:.1f}s including the group join)"
+        f"  1 engine, exactly once: {n:,} events in {seconds:.1f}s after the first commit "
+        f"= {n / seconds:,.0f} events/s ({stats.batches} batches; "
+        f"{total:.1f}s including the group join)"
     )
 
 
@@ -149,20 +154,9 @@ def _good_throughput(settings, payloads: list[bytes], n_good: int) -> float:
         if i % 20000 == 0:
             p.poll(0)
     p.flush(120)
-    engine = StreamEngine(settings, StreamOptions(max_events=len(payloads)), Quiet())
-    t0 = time.monotonic()
-    first = {"t": None}
-
-    def watch() -> None:
-        while first["t"] is None and time.monotonic() - t0 < 120:
-            if engine.stats.records:
-                first["t"] = time.monotonic()
-            time.sleep(0.005)
-
-    threading.Thread(target=watch, daemon=True).start()
-    stats = engine.run()
+    stats, seconds, _ = run_engine(settings, len(payloads))
     assert stats.events == n_good, stats
-    return n_good / (time.monotonic() - (first["t"] or t0))
+    return n_good / seconds
 
 
 def bench_flood(base_env, lake_root, n_good: int, n_bad: int) -> None:
