@@ -28,7 +28,8 @@ changes no result, and late files that arrive after it are merged in the next ro
 that partition's files of the hour are merged into one, swapped in the manifest in one
 transaction, and the old files are deleted after a delay (readers that listed them just
 before the swap can still read them; after a crash they are orphans and removed on the
-next assignment).
+next assignment). An hour still open is merged too whenever one partition has written
+more than 32 files into it (a slow trickle commits a small file every second).
 """
 
 from __future__ import annotations

@@ -220,14 +220,21 @@ def mark_reported(conn: psycopg.Connection, hour: datetime, version: int) -> Non
 
 
 def compaction_candidates(
-    conn: psycopg.Connection, partition: int, before: datetime, limit: int = 4
+    conn: psycopg.Connection,
+    partition: int,
+    before: datetime,
+    limit: int = 4,
+    max_open_files: int = 32,
 ) -> list[tuple[datetime, list[str]]]:
-    """Hours of one Kafka partition ending before `before` that have more than one file."""
+    """Hours of one Kafka partition to merge: those ending before `before` with more than
+    one file, and any hour (the open one too) that has gathered more than
+    `max_open_files` small files, so a slow trickle of events never piles up files."""
     rows = conn.execute(
         "select hour, array_agg(path order by path) from lake_files "
-        "where kafka_partition = %s and hour + interval '1 hour' <= %s "
-        "group by hour having count(*) > 1 order by hour limit %s",
-        (partition, before, limit),
+        "where kafka_partition = %s group by hour "
+        "having count(*) > 1 and (hour + interval '1 hour' <= %s or count(*) > %s) "
+        "order by hour limit %s",
+        (partition, before, max_open_files, limit),
     ).fetchall()
     return [(r[0], list(r[1])) for r in rows]
 

@@ -232,3 +232,21 @@ def test_flood_of_bad_messages_loses_no_good_event(make_platform):
     got = assert_exact(settings, mixed)
     assert got["lake_rows"] == 20_000
     assert len(got["dead"]) == 100_000
+
+
+def test_open_hour_files_are_merged_when_they_pile_up(platform):
+    """A trickle (many tiny commits) into the open hour is merged, and stays exact."""
+    from antenna_platform.stream import sinks
+    from antenna_platform.stream.engine import Hooks, StreamEngine, StreamOptions
+
+    now = int(time.time())
+    payloads = list(simulator.generate(simulator.SimConfig(events=400, seed=5), now=now - 30))
+    produce(platform, payloads, partition=0)
+    hour = sinks.utc_naive(now - 30 - (now - 30) % HOUR)
+    # 400 events in batches of 10: 40 files of partition 0 in the open hour
+    StreamEngine(platform, StreamOptions(max_batch_events=10, stop_when_idle_s=3), Hooks()).run()
+    with connect(platform) as conn:
+        files = conn.execute("select hour, count(*) from lake_files group by hour").fetchall()
+        assert not sinks.compaction_candidates(conn, 0, hour)
+    assert files == [(hour, 1)]  # the open hour was merged, not left with 40 files
+    assert_exact(platform, payloads)
