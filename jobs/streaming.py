@@ -8,6 +8,10 @@ closes the consumer and lets it propagate (the run ends CANCELED).
 """
 
 import dataclasses
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
 import dagster as dg
@@ -48,6 +52,35 @@ class DagsterHooks(Hooks):
         )
 
 
+@contextmanager
+def stop_flag_on_interrupt() -> Iterator[Callable[[], bool]]:
+    """Also remember an interrupt (SIGINT/SIGTERM, or Dagster's terminate) in a flag.
+
+    Dagster raises DagsterExecutionInterruptedError from its signal handler; if that
+    exception lands inside a library that turns it into an ordinary error (a database
+    driver cancelling its query, say), the engine would treat it as a failed batch and
+    go on. The flag makes the loop stop at its next turn in every case.
+    """
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop.is_set
+        return
+    original = signal.getsignal(signal.SIGINT)
+
+    def handler(signo, frame) -> None:
+        stop.set()
+        if callable(original):
+            original(signo, frame)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield stop.is_set
+    finally:
+        signal.signal(signal.SIGINT, original)
+        signal.signal(signal.SIGTERM, original)
+
+
 @dg.op(description="Consume the topic forever (or until idle) into the lake and `bytes`.")
 def device_stream(
     context: dg.OpExecutionContext,
@@ -70,7 +103,8 @@ def device_stream(
         give_up_after_s=config.give_up_after_s,
     )
     start = settings.partitions_start_dt.replace(tzinfo=None)
-    stats = StreamEngine(settings, options, DagsterHooks(context, start)).run()
+    with stop_flag_on_interrupt() as should_stop:
+        stats = StreamEngine(settings, options, DagsterHooks(context, start)).run(should_stop)
     context.log.info(f"stream ended: {stats.stop_reason}")
 
 

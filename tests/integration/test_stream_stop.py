@@ -73,7 +73,10 @@ def test_sigterm_commits_the_batch_in_hand_and_offsets_match_writes(make_platfor
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert "stream stopped (interrupted)" in out, out[-3000:]
+    # interrupted (the exception reached the engine) or stop requested (the flag did)
+    assert "stream stopped (interrupted)" in out or "stream stopped (stop requested)" in out, out[
+        -3000:
+    ]
     done = committed(settings)
     assert 0 < done < len(payloads)
     assert written(settings) == done
