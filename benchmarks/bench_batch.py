@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -35,12 +34,6 @@ ROWS_PER_FILE = 1_000_000
 N_DEVICES = 24  # 20 known users + 4 unknown devices
 N_ANTENNAS = 50
 APPS = np.array(["SKYPE", "TELEGRAM", "FACETIME", "FACEBOOK"])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_table(hour: datetime, n: int, rng: np.random.Generator) -> pa.Table:
@@ -190,11 +183,13 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the temporary ANTENNA_HOME")
     args = ap.parse_args()
 
+    from antenna_platform import services
+
     home = Path(tempfile.mkdtemp(prefix="antenna-bench-"))
     os.environ.update(
         {
             "ANTENNA_HOME": str(home),
-            "ANTENNA_PG_PORT": str(free_port()),
+            "ANTENNA_PG_PORT": str(services.free_port()),
             "ANTENNA_LAKE_DIR": str(home / "lake"),
             "DAGSTER_HOME": str(home / "dagster"),
         }
@@ -202,7 +197,6 @@ def main() -> None:
     os.environ.pop("ANTENNA_DATABASE_URL", None)
     (home / "dagster").mkdir()
 
-    from antenna_platform import services
     from antenna_platform.config import load_settings
     from antenna_platform.spark import get_spark
     from antenna_platform.warehouse import connect, provision

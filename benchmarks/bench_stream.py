@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,12 +36,6 @@ from antenna_platform import services, simulator  # noqa: E402
 from antenna_platform.config import load_settings, with_database  # noqa: E402
 from antenna_platform.stream.engine import Hooks, StreamEngine, StreamOptions  # noqa: E402
 from antenna_platform.warehouse import connect, provision  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Quiet(Hooks):
@@ -89,9 +82,15 @@ def producer(settings) -> Producer:
 def preload(settings, n: int) -> float:
     cfg = simulator.SimConfig(events=n, seed=1, start=None, rate=0)
     now = time.time() - 3600
-    p = producer(settings)
     t0 = time.monotonic()
-    for i, (payload, _ok) in enumerate(simulator.generate(cfg, now=now)):
+    produce_all(settings, (payload for payload, _ok in simulator.generate(cfg, now=now)))
+    return n / (time.monotonic() - t0)
+
+
+def produce_all(settings, payloads) -> None:
+    """Send every payload (waiting when the producer's queue is full) and flush."""
+    p = producer(settings)
+    for i, payload in enumerate(payloads):
         while True:
             try:
                 p.produce(settings.topic, value=payload)
@@ -101,7 +100,6 @@ def preload(settings, n: int) -> float:
         if i % 20000 == 0:
             p.poll(0)
     p.flush(120)
-    return n / (time.monotonic() - t0)
 
 
 def committed(settings) -> int:
@@ -143,17 +141,7 @@ def bench_throughput(base_env, lake_root, n: int) -> None:
 
 def _good_throughput(settings, payloads: list[bytes], n_good: int) -> float:
     """Load the payloads, run one engine over them, return good events per second."""
-    p = producer(settings)
-    for i, payload in enumerate(payloads):
-        while True:
-            try:
-                p.produce(settings.topic, value=payload)
-                break
-            except BufferError:
-                p.poll(0.01)
-        if i % 20000 == 0:
-            p.poll(0)
-    p.flush(120)
+    produce_all(settings, payloads)
     stats, seconds, _ = run_engine(settings, len(payloads))
     assert stats.events == n_good, stats
     return n_good / seconds
@@ -316,18 +304,7 @@ def main() -> None:
     ap.add_argument("--flood-bad", type=int, default=100_000, help="malformed messages")
     args = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="antenna_bench_"))
-    env = {
-        "ANTENNA_HOME": str(home),
-        "ANTENNA_PG_PORT": str(free_port()),
-        "ANTENNA_KAFKA_PORT": str(free_port()),
-    }
-    for key in ("ANTENNA_DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"):
-        if os.environ.get(key):
-            env[key] = os.environ[key]
-    base = load_settings(env)
-    services.up(base)
-    env.setdefault("ANTENNA_DATABASE_URL", base.database_url)
-    env.setdefault("KAFKA_BOOTSTRAP_SERVERS", base.kafka_bootstrap_servers)
+    base, env = services.start_isolated(home)
     lake_root = home / "lakes"
     print(f"stream benchmark ({os.cpu_count()} cores)")
     try:

@@ -8,8 +8,6 @@ other's data.
 
 from __future__ import annotations
 
-import os
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,30 +18,14 @@ from psycopg import sql
 
 from antenna_platform import services
 from antenna_platform.config import Settings, load_settings, with_database
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from antenna_platform.services import free_port  # noqa: F401 - tests import it from here
 
 
 @pytest.fixture(scope="session")
 def service_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Start embedded Postgres and Kafka (unless given) and return the env that reaches them."""
     home = tmp_path_factory.mktemp("antenna_home")
-    env = {
-        "ANTENNA_HOME": str(home),
-        "ANTENNA_PG_PORT": str(free_port()),
-        "ANTENNA_KAFKA_PORT": str(free_port()),
-    }
-    for key in ("ANTENNA_DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"):
-        if os.environ.get(key):
-            env[key] = os.environ[key]
-    settings = load_settings(env)
-    services.up(settings)
-    env.setdefault("ANTENNA_DATABASE_URL", settings.database_url)
-    env.setdefault("KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap_servers)
+    settings, env = services.start_isolated(home)
     env["_ANTENNA_TEST_HOME"] = str(home)
     yield env
     services.down(settings)
