@@ -112,14 +112,31 @@ def parse(
         return Rejected("empty message")
     if len(payload) > MAX_MESSAGE_BYTES:
         return Rejected(f"message larger than {MAX_MESSAGE_BYTES} bytes")
+    if payload[0] not in _OBJECT_STARTS:
+        # cannot be a JSON object: rejected without parsing (a flood of garbage stays cheap)
+        return _NOT_UTF8 if not _is_utf8(payload) else _NOT_OBJECT
     try:
         obj = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        msg = str(exc)
-        if "utf-8" in msg.lower() or "surrogate" in msg.lower():
-            return Rejected("not valid UTF-8")
-        return Rejected("not valid JSON")
+    except orjson.JSONDecodeError:
+        return _NOT_UTF8 if not _is_utf8(payload) else _NOT_JSON
     return validate(obj, now, max_skew_s)
+
+
+_OBJECT_STARTS = frozenset(b"{ \t\r\n")  # "{" or JSON whitespace before it
+_NOT_UTF8 = Rejected("not valid UTF-8")
+_NOT_JSON = Rejected("not valid JSON")
+_NOT_OBJECT = Rejected("not a JSON object")
+
+
+def _is_utf8(payload: bytes) -> bool:
+    # classify without formatting orjson's message: a flood of garbage must stay cheap
+    if payload.isascii():
+        return True
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def to_json(event: Event) -> bytes:

@@ -1,16 +1,21 @@
 """The speed layer's consume loop: Kafka -> Parquet lake + `bytes`, exactly once.
 
-One micro-batch (at most `max_batch_events` records or `max_batch_s` seconds, or
-whatever is there when the topic goes quiet) is committed like this:
-  1. parse every record (`contract.parse`); rejects become dead letters;
-  2. write each partition's valid events to the lake (atomic files, not yet in the
+Records are parsed as they are polled (`microbatch`: rejects become dead letters). One
+micro-batch (at most `max_batch_events` valid events, 4 times as many records, or
+`max_batch_s` seconds, or whatever is there when the topic goes quiet) is committed so:
+  1. write each partition's valid events to the lake (atomic files, not yet in the
      manifest), named `p<partition>-<first>-<last>-<rand>`;
-  3. ONE Postgres transaction (`sinks`): fence the offsets, register the files, upsert
+  2. ONE Postgres transaction (`sinks`): fence the offsets, register the files, upsert
      the 5-minute `bytes` deltas, insert dead letters, bump `lake_hours`, move offsets.
 Only after that commit is the batch done. A crash before it leaves orphan files (not in
 the manifest, removed when the partition is next assigned) and the old offsets, so the
 batch is read again; a crash after it replays nothing. `kill -9` at any instant therefore
 leaves every event exactly once in the lake manifest and in `bytes`.
+
+Commits run on one committer thread, at most one batch in flight, while the main thread
+polls and parses the next batch: the Parquet writer and Postgres work outside the GIL.
+Commits stay in order, and whatever touches the connection, the offsets or the window
+state (resync, revocation, periodic work, the end) first waits for the batch in flight.
 
 Offsets live in Postgres (`stream_offsets`), not in Kafka. On assignment the main loop
 (not the listener: kafka-python 3 runs listeners on its IO thread, where blocking calls
@@ -38,8 +43,8 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -50,13 +55,17 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
 from antenna_platform import lake
 from antenna_platform.config import Settings
-from antenna_platform.contract import Event, parse
 from antenna_platform.stream import sinks
 from antenna_platform.stream.consumer import make_consumer
+from antenna_platform.stream.microbatch import MicroBatch
 from antenna_platform.stream.windows import WindowAggregator
 from antenna_platform.warehouse import connect
 
 log = logging.getLogger(__name__)
+
+# a batch holds at most max_batch_events valid events and this many times as many records
+# (a flood of rejects adds dead-letter rows, not commits, until this cap)
+MAX_RECORDS_PER_EVENT_SLOT = 4
 
 
 @dataclass(frozen=True)
@@ -134,9 +143,10 @@ class StreamEngine:
         self.expected: dict[int, int | None] = {}  # assigned partition -> stored next_offset
         self.rebase: set[int] = set()  # partitions whose topic was recreated: offsets restart
         self.log_id: dict[int, str | None] = {}  # topic id each partition was synced against
-        self.pending: dict[int, list] = {}
-        self.pending_count = 0
-        self.batch_started = 0.0
+        self.pending: MicroBatch | None = None
+        self._committer: ThreadPoolExecutor | None = None
+        self._inflight: Future | None = None
+        self._inflight_records = 0
         self.needs_resync = False
         self.conn: psycopg.Connection | None = None
         self.consumer = None
@@ -185,12 +195,15 @@ class StreamEngine:
     def _on_revoked(self, revoked) -> None:
         parts = sorted(tp.partition for tp in revoked if tp.topic == self.topic)
         self.hooks.log(f"revoked partitions {parts}")
-        if self.pending and not self.needs_resync:
-            try:
+        # runs inside consumer.poll(): the main thread is waiting, a commit may be in flight
+        try:
+            if self.pending and not self.needs_resync:
                 self._flush()
-            except Exception as exc:  # noqa: BLE001 - dropped: its offsets did not move
-                self._drop_pending()
-                self._error("revocation: batch in hand dropped (not committed)", exc)
+            else:
+                self._wait_inflight()
+        except Exception as exc:  # noqa: BLE001 - dropped: its offsets did not move
+            self._drop_db()
+            self._error("revocation: batch in hand dropped (not committed)", exc)
         self._drop_pending()
         for p in parts:
             self.expected.pop(p, None)
@@ -236,6 +249,7 @@ class StreamEngine:
                 self.expected[p] = s.next_offset
 
     def _try_resync(self) -> bool:
+        self._settle()
         parts = sorted(self.expected)
         try:
             self._resync(parts)
@@ -268,26 +282,31 @@ class StreamEngine:
 
     # ------------------------------------------------------------------ batches
     def _drop_pending(self) -> None:
-        self.pending = {}
-        self.pending_count = 0
+        self.pending = None
+
+    def _pending_records(self) -> int:
+        return self.pending.records if self.pending is not None else 0
 
     def _add(self, polled: dict) -> int:
         n = 0
         for tp, recs in polled.items():
             if tp.topic != self.topic or not recs:
                 continue
-            if not self.pending:
-                self.batch_started = time.monotonic()
-            self.pending.setdefault(tp.partition, []).extend(recs)
-            n += len(recs)
-        self.pending_count += n
+            if self.pending is None:
+                self.pending = MicroBatch(self.settings.max_clock_skew_seconds)
+            n += self.pending.add(tp.partition, recs)
         return n
 
-    def _flush_or_retry(self) -> None:
+    # ------------------------------------------------------------------ commits
+    # One batch may be in flight on the committer thread while the main thread polls and
+    # parses the next: Postgres and the Parquet writer work outside the GIL, so that time
+    # is no longer lost. Commits stay strictly in order (the next one waits for the one
+    # in flight), and everything else that touches the connection, the offsets or the
+    # window state (resync, revocation, periodic work, the end) first waits for it too.
+    def _guarded(self, step: Callable[[], None]) -> None:
+        """Run a commit step; on failure drop the batch in hand and re-read from Postgres."""
         try:
-            self._flush()
-            self._backoff = 0.0
-            self._failing_since = None
+            step()
         except sinks.FencedError as exc:
             self.stats.fenced += 1
             self._drop_pending()
@@ -302,54 +321,68 @@ class StreamEngine:
             self._failed()
             self._sleep_backoff()
 
-    def _flush(self) -> None:
+    def _flush_or_retry(self) -> None:
+        self._guarded(self._submit)
+
+    def _settle(self) -> None:
+        """Wait for the batch in flight (handling its failure like any other)."""
+        if self._inflight is not None:
+            self._guarded(self._wait_inflight)
+
+    def _wait_inflight(self) -> None:
+        fut = self._inflight
+        if fut is None:
+            return
+        try:
+            fut.result()
+        finally:
+            if fut.done():  # (an interrupt while waiting leaves it in flight, to wait again)
+                self._inflight = None
+                self._inflight_records = 0
+
+    def _submit(self) -> None:
+        """Hand the batch in hand to the committer thread (after the one in flight)."""
+        self._wait_inflight()
         if not self.pending:
             return
-        batch, self.pending, self.pending_count = self.pending, {}, 0
-        self._commit(batch)
+        batch, self.pending = self.pending, None
+        if self._committer is None:
+            self._commit(batch)
+            return
+        self._inflight_records = batch.records
+        self._inflight = self._committer.submit(self._commit, batch)
 
-    def _commit(self, batch: dict[int, list]) -> None:
-        now = time.time()
-        received = sinks.utc_naive(int(now))
-        skew = self.settings.max_clock_skew_seconds
-        users = self.users
-        events: dict[int, list[Event]] = {}
-        offsets: dict[int, list[int]] = {}
+    def _flush(self) -> None:
+        """Commit the batch in flight and the batch in hand, and wait for both."""
+        self._wait_inflight()
+        if self.pending:
+            batch, self.pending = self.pending, None
+            self._commit(batch)
+
+    def _commit(self, batch: MicroBatch) -> None:
         new_next: dict[int, int] = {}
-        dead: list[sinks.DeadLetter] = []
-        unknown: Counter[int] = Counter()
-        rejects: Counter[int] = Counter()
-        for p, recs in batch.items():
+        for p, pb in batch.parts.items():
             if p not in self.expected:
                 raise sinks.FencedError(f"partition {p} is no longer assigned")
             exp = self.expected[p]
             if exp is not None and p not in self.rebase:
-                recs = [r for r in recs if r.offset >= exp]  # never re-commit old offsets
-            if not recs:
-                continue
-            evs, offs = events.setdefault(p, []), offsets.setdefault(p, [])
-            for r in recs:
-                res = parse(r.value, now, skew)
-                if isinstance(res, Event):
-                    evs.append(res)
-                    offs.append(r.offset)
-                    if users is not None and res.id not in users:
-                        unknown[res.ts - res.ts % 3600] += 1
-                else:
-                    dead.append(sinks.DeadLetter(p, r.offset, r.value, res.reason, received))
-                    ts = (r.timestamp // 1000) if r.timestamp and r.timestamp > 0 else int(now)
-                    rejects[ts - ts % 3600] += 1
-            new_next[p] = recs[-1].offset + 1
+                pb.trim(exp)  # never re-commit old offsets
+            if pb.next_offset > pb.first_offset:
+                new_next[p] = pb.next_offset
         if not new_next:
             return
         live = self._topic_id()
         if live and any(self.log_id.get(p) not in (None, live) for p in new_next):
             raise sinks.FencedError(f"topic {self.topic} was recreated under this batch")
+        events = {p: batch.parts[p].events for p in new_next}
+        dead = [d for p in new_next for d in batch.parts[p].dead]
+        unknown = batch.unknown_by_hour(self.users)
+        rejects = batch.rejects_by_hour()
         totals = self.windows.aggregate(events)
         files: list[lake.LakeFile] = []
         for p, evs in events.items():
             if evs:
-                offs = offsets[p]
+                offs = batch.parts[p].offsets
                 name = f"p{p}-{offs[0]}-{offs[-1]}-{uuid.uuid4().hex[:8]}"
                 try:
                     files += lake.write_events(
@@ -381,6 +414,8 @@ class StreamEngine:
         self.windows.commit(totals)
         self.expected.update(new_next)
         self.rebase.difference_update(new_next)
+        self._backoff = 0.0
+        self._failing_since = None
         n_valid = sum(len(e) for e in events.values())
         st = self.stats
         st.batches += 1
@@ -500,6 +535,9 @@ class StreamEngine:
             ("trash", 30.0, self.empty_trash),
             ("topic", 2.0, self._check_topic),
         ]
+        if now < min(timers.get(name, 0.0) for name in (*(t[0] for t in tasks), "heartbeat")):
+            return
+        self._settle()  # the tasks share the connection and state with the committer
         for name, every, fn in tasks:
             if now >= timers.get(name, 0.0):
                 timers[name] = now + every
@@ -529,6 +567,7 @@ class StreamEngine:
         except Exception as exc:  # noqa: BLE001 - retried periodically
             self._error("cannot read user_metadata yet", exc)
         self.consumer = make_consumer(self.settings, _Listener(self))
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="antenna-commit")
         timers: dict[str, float] = {"users": time.monotonic() + o.metadata_refresh_s}
         self.last_activity = time.monotonic()
         interrupted = True
@@ -542,9 +581,15 @@ class StreamEngine:
                     break
                 if self.needs_resync and not self._try_resync():
                     continue
-                room = o.max_batch_events - self.pending_count
+                in_hand = self._pending_records() + self._inflight_records
+                if o.max_events is not None and st.records + in_hand >= o.max_events:
+                    self._flush_or_retry()
+                    self._settle()  # the loop ends once these are committed
+                    continue
+                valid = self.pending.valid if self.pending is not None else 0
+                room = o.max_batch_events - valid
                 if o.max_events is not None:
-                    room = min(room, o.max_events - st.records - self.pending_count)
+                    room = min(room, o.max_events - st.records - in_hand)
                 polled = self.consumer.poll(timeout_ms=o.poll_ms, max_records=max(room, 1))
                 if self.needs_resync:  # an assignment failed inside poll: these may be stale
                     self._drop_pending()
@@ -553,11 +598,13 @@ class StreamEngine:
                 now = time.monotonic()
                 if n:
                     self.last_activity = now
-                if self.pending and (
+                b = self.pending
+                if b and (
                     n == 0
-                    or room - n <= 0
-                    or self.pending_count >= o.max_batch_events
-                    or now - self.batch_started >= o.max_batch_s
+                    or b.valid >= o.max_batch_events
+                    or b.records >= o.max_batch_events * MAX_RECORDS_PER_EVENT_SLOT
+                    or (o.max_events is not None and st.records + in_hand + n >= o.max_events)
+                    or now - b.started >= o.max_batch_s
                 ):
                     self._flush_or_retry()
                 self._periodic(now, timers)
@@ -569,6 +616,7 @@ class StreamEngine:
                 if (
                     idle_limit is not None
                     and not self.pending
+                    and self._inflight is None
                     and not self.needs_resync
                     and now - self.last_activity >= idle_limit
                 ):
@@ -582,11 +630,13 @@ class StreamEngine:
     def _finish(self, final: bool) -> None:
         """Commit the batch in hand (or drop it), report, and always close the consumer."""
         try:
-            if self.pending and not self.needs_resync:
-                try:
+            try:
+                if self.pending and not self.needs_resync:
                     self._flush()
-                except Exception as exc:  # noqa: BLE001 - dropped: offsets not moved
-                    self._error("final batch not committed (it will be re-read)", exc)
+                else:
+                    self._wait_inflight()
+            except Exception as exc:  # noqa: BLE001 - dropped: offsets not moved
+                self._error("final batch not committed (it will be re-read)", exc)
             self._drop_pending()
             if final:
                 try:
@@ -596,6 +646,9 @@ class StreamEngine:
                     self._error("final report failed", exc)
             self.empty_trash(everything=True)
         finally:
+            if self._committer is not None:
+                self._committer.shutdown(wait=True)  # a commit in flight ends before the close
+                self._committer = None
             if self.consumer is not None:
                 try:
                     self.consumer.close(autocommit=False)

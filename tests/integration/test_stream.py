@@ -250,3 +250,33 @@ def test_open_hour_files_are_merged_when_they_pile_up(platform):
         assert not sinks.compaction_candidates(conn, 0, hour)
     assert files == [(hour, 1)]  # the open hour was merged, not left with 40 files
     assert_exact(platform, payloads)
+
+
+def test_dead_letters_with_a_taken_key_keep_the_first_row_and_the_transaction(platform):
+    """The binary COPY fast path hits a key conflict (a recreated topic reuses offsets):
+    the batch falls back to `on conflict do nothing` inside the same transaction."""
+    from antenna_platform.stream import sinks
+
+    recv = datetime(2026, 1, 1)
+    with connect(platform, autocommit=True) as conn:
+        with conn.transaction():
+            sinks.insert_dead_letters(
+                conn, "t", [(0, 1, b"a", "r", recv), (0, 2, b"it's; drop table x", "r", recv)]
+            )
+        with conn.transaction():
+            sinks.insert_dead_letters(
+                conn, "t", [(0, 2, b"again", "r2", recv), (0, 3, None, "empty message", recv)]
+            )
+            conn.execute("insert into lake_hours (hour, version) values (%s, 1)", (recv,))
+        rows = conn.execute(
+            'select partition, "offset", payload, reason from dead_letter where topic = %s '
+            'order by "offset"',
+            ("t",),
+        ).fetchall()
+        hours = conn.execute("select count(*) from lake_hours where hour = %s", (recv,)).fetchone()
+    assert rows == [
+        (0, 1, b"a", "r"),
+        (0, 2, b"it's; drop table x", "r"),
+        (0, 3, None, "empty message"),
+    ]
+    assert hours == (1,)

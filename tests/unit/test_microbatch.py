@@ -1,0 +1,66 @@
+"""The micro-batch in hand: parsed at poll time, limited by valid events, trimmed safely."""
+
+from __future__ import annotations
+
+import orjson
+from kafka.consumer.fetcher import ConsumerRecord
+
+from antenna_platform.contract import Event
+from antenna_platform.stream.microbatch import MicroBatch
+
+NOW_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+DEV = "00000000-0000-0000-0000-00000000000a"
+ANT = "00000000-0000-0000-0000-0000000000a1"
+
+
+def _good(ts: int, nbytes: int) -> bytes:
+    return orjson.dumps(
+        {"timestamp": ts, "id": DEV, "antenna_id": ANT, "bytes": nbytes, "app": "SKYPE"}
+    )
+
+
+def _rec(offset: int, value: bytes | None, ts_ms: int = NOW_MS) -> ConsumerRecord:
+    return ConsumerRecord("devices", 0, 0, offset, ts_ms, 0, None, value, [], None, -1, 0, -1)
+
+
+def test_events_and_rejects_are_split_in_offset_order():
+    b = MicroBatch(max_clock_skew_s=10**9)
+    ts = NOW_MS // 1000 - 60
+    n = b.add(2, [_rec(10, _good(ts, 5)), _rec(11, b"[1]"), _rec(12, _good(ts, 7))])
+    n += b.add(2, [_rec(13, b"\xff", ts_ms=NOW_MS - 3 * 3_600_000), _rec(14, None)])
+    assert n == 5 and b.records == 5 and b.valid == 2
+    pb = b.parts[2]
+    assert (pb.first_offset, pb.next_offset) == (10, 15)
+    assert pb.offsets == [10, 12]
+    assert [e.bytes for e in pb.events] == [5, 7] and all(type(e) is Event for e in pb.events)
+    assert [(d[0], d[1], d[2], d[3]) for d in pb.dead] == [
+        (2, 11, b"[1]", "not a JSON object"),
+        (2, 13, b"\xff", "not valid UTF-8"),
+        (2, 14, None, "empty message"),
+    ]
+    hour = NOW_MS // 1000 // 3600 * 3600
+    # rejects are counted in the hour of their Kafka record time
+    assert b.rejects_by_hour() == {hour: 2, hour - 3 * 3600: 1}
+
+
+def test_trim_drops_only_offsets_already_committed():
+    b = MicroBatch(max_clock_skew_s=10**9)
+    ts = NOW_MS // 1000 - 60
+    b.add(0, [_rec(o, _good(ts, o) if o % 2 else b"nope") for o in range(100, 110)])
+    pb = b.parts[0]
+    pb.trim(100)
+    assert len(pb.events) + len(pb.dead) == 10
+    pb.trim(105)
+    assert pb.offsets == [105, 107, 109]
+    assert [d[1] for d in pb.dead] == [106, 108]
+    assert len(pb.dead_hours) == 2 and pb.first_offset == 105 and pb.next_offset == 110
+
+
+def test_unknown_ids_are_counted_per_event_hour():
+    b = MicroBatch(max_clock_skew_s=10**9)
+    ts = NOW_MS // 1000 - 60
+    b.add(0, [_rec(0, _good(ts, 1)), _rec(1, _good(ts - 7200, 1))])
+    assert b.unknown_by_hour(None) == {}
+    assert b.unknown_by_hour({DEV}) == {}
+    hour = ts - ts % 3600
+    assert b.unknown_by_hour(set()) == {hour: 1, hour - 7200: 1}
