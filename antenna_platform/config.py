@@ -100,6 +100,7 @@ class Settings:
     partitions_start: str
     stream_workers: int
     stream_lag_warn_seconds: int
+    stream_stale_seconds: int = 120  # a STARTED stream run silent this long is marked failed
 
     @property
     def embedded_postgres(self) -> bool:
@@ -187,4 +188,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         partitions_start=start,
         stream_workers=_int(env, "ANTENNA_STREAM_WORKERS", 1, 1),
         stream_lag_warn_seconds=_int(env, "ANTENNA_STREAM_LAG_WARN_SECONDS", 120, 1),
+        # the op logs a heartbeat every 5 s; below 30 s a busy run could be taken for dead
+        stream_stale_seconds=_int(env, "ANTENNA_STREAM_STALE_SECONDS", 120, 30),
     )

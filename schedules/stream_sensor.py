@@ -17,7 +17,6 @@ from dagster import DagsterRunStatus
 
 from antenna_platform.config import load_settings
 from antenna_platform.stream.supervise import (
-    STALE_AFTER_S,
     ActiveRun,
     FinishedRun,
     plan_stream_runs,
@@ -67,8 +66,9 @@ def device_stream_sensor(context: dg.SensorEvaluationContext):
             filters=dg.RunsFilter(job_name=job, statuses=FINISHED), limit=10
         )
     ]
+    settings = load_settings()
     plan = plan_stream_runs(
-        active, recent, load_settings().stream_workers, now, stale_after_s=STALE_AFTER_S
+        active, recent, settings.stream_workers, now, stale_after_s=settings.stream_stale_seconds
     )
     for run_id in plan.stale:
         run = instance.get_run_by_id(run_id)

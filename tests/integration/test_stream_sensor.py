@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from types import SimpleNamespace
+
 import dagster as dg
 import pytest
 from dagster import DagsterRunStatus
@@ -39,10 +42,14 @@ def test_no_run_requests_one_and_a_going_run_requests_none(make_platform):
 
 
 def test_stale_started_run_is_failed_and_replaced(make_platform, monkeypatch):
-    make_platform(provision=False)
+    make_platform(provision=False, ANTENNA_STREAM_STALE_SECONDS="30")
     instance = dg.DagsterInstance.ephemeral()
     run = started_run(instance, 0)
-    monkeypatch.setattr(stream_sensor, "STALE_AFTER_S", -1.0)
+    real_time = time.time
+    monkeypatch.setattr(stream_sensor, "time", SimpleNamespace(time=lambda: real_time() + 20))
+    assert isinstance(evaluate(instance), dg.SkipReason)  # silent 20 s: still alive
+    assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.STARTED
+    monkeypatch.setattr(stream_sensor, "time", SimpleNamespace(time=lambda: real_time() + 40))
     out = evaluate(instance)
     assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.FAILURE
     assert isinstance(out, list) and out[0].tags[WORKER_TAG] == "0"

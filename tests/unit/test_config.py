@@ -48,6 +48,7 @@ def test_password_never_in_repr():
         ({"ANTENNA_WATERMARK_SECONDS": "abc"}, "ANTENNA_WATERMARK_SECONDS"),
         ({"ANTENNA_TOPIC_PARTITIONS": "0"}, "ANTENNA_TOPIC_PARTITIONS"),
         ({"ANTENNA_PARTITIONS_START": "2026/01/01"}, "ANTENNA_PARTITIONS_START"),
+        ({"ANTENNA_STREAM_STALE_SECONDS": "10"}, "ANTENNA_STREAM_STALE_SECONDS"),
     ],
 )
 def test_bad_values_fail_with_one_line_naming_the_variable(env, variable):
@@ -57,3 +58,8 @@ def test_bad_values_fail_with_one_line_naming_the_variable(env, variable):
     assert msg.startswith(variable + ":")
     assert "\n" not in msg
     assert "secretpw" not in msg
+
+
+def test_stream_stale_limit_is_a_setting():
+    assert load_settings({}).stream_stale_seconds == 120
+    assert load_settings({"ANTENNA_STREAM_STALE_SECONDS": "300"}).stream_stale_seconds == 300
