@@ -55,7 +55,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
 from antenna_platform import lake
 from antenna_platform.config import Settings
-from antenna_platform.stream import sinks
+from antenna_platform.stream import maintenance, sinks
 from antenna_platform.stream.consumer import make_consumer
 from antenna_platform.stream.microbatch import MicroBatch
 from antenna_platform.stream.windows import WindowAggregator
@@ -151,7 +151,7 @@ class StreamEngine:
         self.conn: psycopg.Connection | None = None
         self.consumer = None
         self.users: set[str] | None = None
-        self.trash: list[tuple[float, list[str]]] = []
+        self.trash = maintenance.Trash(self.root, self.opts.trash_delay_s)
         self.stats = StreamStats()
         self._backoff = 0.0
         self._failing_since: float | None = None
@@ -444,60 +444,26 @@ class StreamEngine:
         self.users = {r[0].lower() for r in rows}
 
     def report_hours(self, everything: bool = False) -> int:
-        """Report hours the low watermark has passed (or, with `everything`, all changed ones)."""
-        conn = self._db()
-        if everything:
-            before = None
-        else:
-            low = sinks.low_event_time(conn, self.group, self.topic)
-            if low is None:
-                return 0
-            before = sinks.utc_naive(low - self.settings.watermark_seconds)
-        n = 0
-        open_hour = sinks.utc_naive(int(time.time()) // 3600 * 3600)
-        with conn.transaction():
-            for hour, version, meta in sinks.hours_to_report(conn, before):
-                if hour >= open_hour:  # not over by the clock: not a final partition yet
-                    continue
-                # an hour holding only rejects (counted by Kafka record time) has no lake
-                # data: nothing downstream to recompute
-                if meta["files"]:
-                    self.hooks.hour_closed(hour, meta)
-                    n += 1
-                sinks.mark_reported(conn, hour, version)
+        n = maintenance.report_closed_hours(
+            self._db(),
+            self.group,
+            self.topic,
+            self.settings.watermark_seconds,
+            self.hooks.hour_closed,
+            everything,
+        )
         self.stats.hours_reported += n
         return n
 
     def compact(self) -> int:
-        """Merge the files of hours well behind each assigned partition's event time."""
-        conn = self._db()
-        n = 0
-        for p in sorted(self.expected):
-            top = self.windows.committed.get(p)
-            if top is None:
-                continue
-            before = sinks.utc_naive(top - self.grace)
-            for hour, paths in sinks.compaction_candidates(conn, p, before):
-                new = lake.merge_files(
-                    self.root, paths, hour, p, name=f"p{p}-c-{uuid.uuid4().hex[:12]}"
-                )
-                with conn.transaction():
-                    sinks.replace_files(conn, paths, new)
-                self.trash.append((time.monotonic() + self.opts.trash_delay_s, paths))
-                n += 1
+        n = maintenance.compact_partitions(
+            self._db(), self.root, self.expected, self.windows.committed, self.grace, self.trash
+        )
         self.stats.compactions += n
         return n
 
     def empty_trash(self, everything: bool = False) -> None:
-        now = time.monotonic()
-        keep = []
-        for deadline, paths in self.trash:
-            if everything or deadline <= now:
-                for rel in paths:
-                    (self.root / rel).unlink(missing_ok=True)
-            else:
-                keep.append((deadline, paths))
-        self.trash = keep
+        self.trash.empty(everything)
 
     def lag(self) -> int | None:
         """Messages between the stored offsets and the partitions' high-water marks."""
