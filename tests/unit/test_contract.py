@@ -99,3 +99,15 @@ def test_hostile_inputs_are_rejected_with_a_reason(payload, reason):
 def test_clock_skew_is_configurable():
     assert isinstance(validate({**GOOD, "timestamp": NOW + 200}, now=NOW, max_skew_s=300), Event)
     assert isinstance(validate({**GOOD, "timestamp": NOW + 200}, now=NOW, max_skew_s=100), Rejected)
+
+
+def test_checked_ids_and_apps_are_remembered_without_loosening_the_rules():
+    upper = "ABCDEF00-0000-0000-0000-0000000000AA"
+    for _ in range(2):  # the second time through the cache
+        ev = validate({**GOOD, "id": upper, "app": "WHATSAPP"}, now=NOW)
+        assert isinstance(ev, Event) and ev.id == upper.lower() and ev.app == "WHATSAPP"
+    assert isinstance(validate({**GOOD, "id": upper + "0"}, now=NOW), Rejected)
+    assert isinstance(validate({**GOOD, "id": [upper]}, now=NOW), Rejected)  # unhashable
+    assert isinstance(validate({**GOOD, "antenna_id": {"a": 1}}, now=NOW), Rejected)
+    for _ in range(2):
+        assert "control" in validate({**GOOD, "app": "WHATS\nAPP"}, now=NOW).reason
