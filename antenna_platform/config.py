@@ -57,6 +57,9 @@ def load_dotenv(path: Path) -> dict[str, str]:
     return values
 
 
+DEFAULT_STREAM_STALE_SECONDS = 120  # the stream op logs a heartbeat every 5 s
+
+
 def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -100,7 +103,7 @@ class Settings:
     partitions_start: str
     stream_workers: int
     stream_lag_warn_seconds: int
-    stream_stale_seconds: int = 120  # a STARTED stream run silent this long is marked failed
+    stream_stale_seconds: int  # a STARTED stream run silent this long is marked failed
 
     @property
     def embedded_postgres(self) -> bool:
@@ -189,5 +192,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         stream_workers=_int(env, "ANTENNA_STREAM_WORKERS", 1, 1),
         stream_lag_warn_seconds=_int(env, "ANTENNA_STREAM_LAG_WARN_SECONDS", 120, 1),
         # the op logs a heartbeat every 5 s; below 30 s a busy run could be taken for dead
-        stream_stale_seconds=_int(env, "ANTENNA_STREAM_STALE_SECONDS", 120, 30),
+        stream_stale_seconds=_int(
+            env, "ANTENNA_STREAM_STALE_SECONDS", DEFAULT_STREAM_STALE_SECONDS, 30
+        ),
     )

@@ -354,10 +354,8 @@ class StreamEngine:
 
     def _flush(self) -> None:
         """Commit the batch in flight and the batch in hand, and wait for both."""
+        self._submit()
         self._wait_inflight()
-        if self.pending:
-            batch, self.pending = self.pending, None
-            self._commit(batch)
 
     def _commit(self, batch: MicroBatch) -> None:
         new_next: dict[int, int] = {}

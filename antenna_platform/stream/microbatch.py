@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from antenna_platform.contract import Event, parse
@@ -56,12 +56,11 @@ class MicroBatch:
     def __bool__(self) -> bool:
         return self.records > 0
 
-    def add(self, partition: int, records: Iterable) -> int:
+    def add(self, partition: int, records: Sequence) -> int:
         """Parse kafka-python `ConsumerRecord`s of one partition; returns how many."""
         now = time.time()
         received = utc_naive(int(now))
         now_hour = int(now) // 3600 * 3600
-        records = list(records)
         if not records:
             return 0
         pb = self.parts.get(partition)
@@ -79,7 +78,6 @@ class MicroBatch:
                 add_offset(r.offset)
                 valid += 1
             else:
-                # a plain tuple in DeadLetter's field order: a flood of rejects stays cheap
                 add_dead((partition, r.offset, value, res[0], received))
                 ts = r.timestamp
                 add_hour(ts // 3_600_000 * 3600 if ts and ts > 0 else now_hour)

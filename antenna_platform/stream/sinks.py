@@ -18,7 +18,6 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import NamedTuple
 
 import psycopg
 from psycopg import errors
@@ -30,14 +29,9 @@ class FencedError(RuntimeError):
     """Stored offsets moved under us: this batch must be dropped and the partitions re-read."""
 
 
-class DeadLetter(NamedTuple):
-    """A rejected message (a tuple: a flood of them must be cheap to build)."""
-
-    partition: int
-    offset: int
-    payload: bytes | None
-    reason: str
-    received_at: datetime  # naive UTC
+# A rejected message: (partition, offset, payload, reason, received_at as naive UTC). A
+# plain tuple: a flood of them must be cheap to build.
+DeadLetter = tuple[int, int, bytes | None, str, datetime]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-STALE_AFTER_S = 120.0  # the op logs a heartbeat every 5 s
+from antenna_platform.config import DEFAULT_STREAM_STALE_SECONDS
+
 BACKOFF_BASE_S = 30.0
 BACKOFF_MAX_S = 600.0
 
@@ -56,7 +57,7 @@ def plan_stream_runs(
     recent: Sequence[FinishedRun],
     workers: int,
     now: float,
-    stale_after_s: float = STALE_AFTER_S,
+    stale_after_s: float = DEFAULT_STREAM_STALE_SECONDS,
 ) -> Plan:
     plan = Plan()
     alive: list[ActiveRun] = []
