@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from antenna_platform import services
 from antenna_platform.config import ConfigError, Settings, load_settings, redact_url
@@ -25,6 +27,28 @@ def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_down(settings: Settings, args: argparse.Namespace) -> int:
     services.down(settings)
     print("embedded services stopped")
+    return 0
+
+
+def _cmd_env(settings: Settings, args: argparse.Namespace) -> int:
+    """Shell exports for `eval "$(antenna env)"`: what the `dagster` CLI needs to reach this
+    platform's instance and what its resources read (services.dagster_env)."""
+    if not (settings.dagster_home / "dagster.yaml").exists():
+        print(
+            f"antenna: warning: {settings.dagster_home}/dagster.yaml is missing; run `antenna up`",
+            file=sys.stderr,
+        )
+    if urlsplit(settings.database_url).password:
+        print("# holds the database password: keep this output out of logs")
+    exports = {
+        # the same platform for `antenna` itself (e.g. `antenna down` in that shell)
+        "ANTENNA_HOME": str(settings.home),
+        "ANTENNA_PG_PORT": str(settings.pg_port),
+        "ANTENNA_KAFKA_PORT": str(settings.kafka_port),
+        **services.dagster_env(settings),
+    }
+    for key, value in exports.items():
+        print(f"export {key}={shlex.quote(value)}")
     return 0
 
 
@@ -97,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start embedded Postgres and Kafka (idempotent)")
     sub.add_parser("down", help="stop the embedded services")
+    sub.add_parser(
+        "env",
+        help='print shell exports for the dagster CLI: eval "$(antenna env)"',
+    )
     st = sub.add_parser("status", help="services, stream offsets and lag, lake, last batch hour")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     pr = sub.add_parser("provision", help="create tables, seed user_metadata, create the topic")
@@ -133,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {
     "up": _cmd_up,
     "down": _cmd_down,
+    "env": _cmd_env,
     "status": _cmd_status,
     "provision": _cmd_provision,
     "simulate": _cmd_simulate,

@@ -103,22 +103,28 @@ class Settings:
     partitions_start: str
     stream_workers: int
     stream_lag_warn_seconds: int
-    stream_stale_seconds: int  # a STARTED stream run silent this long is marked failed
+    stream_stale_seconds: int  # a STARTED stream run silent this long is given up on
+    batch_pool_limit: int = 1  # batch (Spark) steps allowed to run at once
+    alert_webhook_url: str | None = field(default=None, repr=False)  # secret
+
+    @property
+    def embedded_database_url(self) -> str:
+        """The URL of the embedded server (what `ANTENNA_DATABASE_URL` defaults to)."""
+        return f"postgresql://postgres@127.0.0.1:{self.pg_port}/{PLATFORM_DB}"
 
     @property
     def embedded_postgres(self) -> bool:
-        return self.database_url_env is None
+        """Unset, or naming the embedded server itself (as `antenna env` exports it)."""
+        return self.database_url_env in (None, self.embedded_database_url)
 
     @property
     def embedded_kafka(self) -> bool:
-        return self.kafka_bootstrap_env is None
+        return self.kafka_bootstrap_env in (None, f"127.0.0.1:{self.kafka_port}")
 
     @property
     def database_url(self) -> str:
         """URL of the platform database (secret: never log it, use `redact_url`)."""
-        if self.database_url_env:
-            return self.database_url_env
-        return f"postgresql://postgres@127.0.0.1:{self.pg_port}/{PLATFORM_DB}"
+        return self.database_url_env or self.embedded_database_url
 
     @property
     def dagster_database_url(self) -> str:
@@ -169,6 +175,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         datetime.strptime(start, "%Y-%m-%d")  # noqa: DTZ007 - only validating the shape
     except ValueError:
         raise ConfigError(f"ANTENNA_PARTITIONS_START: expected YYYY-MM-DD, got {start!r}") from None
+    webhook = env.get("ANTENNA_ALERT_WEBHOOK_URL") or None
+    if webhook is not None and not re.match(r"^https?://[^/\s]+", webhook):
+        # the URL is a secret (a Slack webhook's path is its credential): never echo it
+        raise ConfigError("ANTENNA_ALERT_WEBHOOK_URL: expected an http:// or https:// URL")
     topic = env.get("ANTENNA_TOPIC") or "devices"
     if not re.match(r"^[A-Za-z0-9._\-]{1,249}$", topic):
         raise ConfigError(f"ANTENNA_TOPIC: not a valid Kafka topic name: {topic!r}")
@@ -195,4 +205,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         stream_stale_seconds=_int(
             env, "ANTENNA_STREAM_STALE_SECONDS", DEFAULT_STREAM_STALE_SECONDS, 30
         ),
+        batch_pool_limit=_int(env, "ANTENNA_BATCH_POOL_LIMIT", 1, 1),
+        alert_webhook_url=webhook,
     )

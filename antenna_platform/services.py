@@ -396,9 +396,22 @@ def ensure_topic(
 # --------------------------------------------------------------------------- Dagster home
 
 
-DAGSTER_YAML = """\
-# Written by `antenna up`. Dagster's storage lives in Postgres (dagster-postgres);
-# the URL comes from the environment (DAGSTER_PG_URL), never from this file.
+def dagster_yaml(settings: Settings) -> str:
+    """The instance config `antenna up` writes to $DAGSTER_HOME/dagster.yaml.
+
+    - storage in Postgres; the URL comes from the environment (DAGSTER_PG_URL), never
+      from this file;
+    - `concurrency.pools.default_limit`: the batch's Spark step runs in pool `spark`
+      (ANTENNA_BATCH_POOL_LIMIT, default 1). Runs that would exceed it wait in the queue
+      (the queued coordinator blocks pool-limited runs by default), and an in-process
+      `dagster asset materialize` waits for its slot inside the step. The stream job
+      uses no pool, so it never waits on it;
+    - `run_retries` retry a run whose worker crashed, not one whose op failed (op
+      retries handle transient errors); the stream job opts out (its sensor owns it);
+    - `freshness.enabled` starts the daemon that evaluates the assets' FreshnessPolicy.
+    """
+    return f"""\
+# Written by `antenna up` from the platform settings; rewritten when they change.
 storage:
   postgres:
     postgres_url:
@@ -406,11 +419,20 @@ storage:
 run_coordinator:
   module: dagster.core.run_coordinator
   class: QueuedRunCoordinator
-  config:
+concurrency:
+  runs:
     max_concurrent_runs: 10
+  pools:
+    default_limit: {settings.batch_pool_limit}
 run_monitoring:
   enabled: true
   poll_interval_seconds: 30
+run_retries:
+  enabled: true
+  max_retries: 1
+  retry_on_asset_or_op_failure: false
+freshness:
+  enabled: true
 telemetry:
   enabled: false
 """
@@ -419,13 +441,19 @@ telemetry:
 def ensure_dagster_home(settings: Settings) -> Path:
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
     target = settings.dagster_home / "dagster.yaml"
-    if not target.exists() or target.read_text() != DAGSTER_YAML:
-        target.write_text(DAGSTER_YAML)
+    text = dagster_yaml(settings)
+    if not target.exists() or target.read_text() != text:
+        target.write_text(text)
     return target
 
 
 def dagster_env(settings: Settings) -> dict[str, str]:
-    """Environment for Dagster processes (webserver, daemon, CLI) of this platform."""
+    """Environment for Dagster processes (webserver, daemon, CLI) of this platform.
+
+    Besides the instance (DAGSTER_HOME, DAGSTER_PG_URL) it names every variable the
+    Dagster resources read through `EnvVar` (resources/), so a run resolves them the same
+    way wherever it starts. Holds the database URL: a secret when it has a password.
+    """
     # dagster-postgres sends `NOTIFY run_events, %s`, which psycopg 3's server-side
     # parameters reject, so Dagster's storage goes through psycopg2.
     url = settings.dagster_database_url
@@ -433,6 +461,22 @@ def dagster_env(settings: Settings) -> dict[str, str]:
     return {
         "DAGSTER_HOME": str(settings.dagster_home),
         "DAGSTER_PG_URL": f"postgresql+psycopg2://{rest}" if scheme.startswith("postgres") else url,
+        **resource_env(settings),
+    }
+
+
+def resource_env(settings: Settings) -> dict[str, str]:
+    """The variables the Dagster resources read through `EnvVar`, with these settings."""
+    return {
+        "ANTENNA_DATABASE_URL": settings.database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "ANTENNA_TOPIC": settings.topic,
+        "ANTENNA_CONSUMER_GROUP": settings.consumer_group,
+        "ANTENNA_LAKE_DIR": str(settings.lake_dir),
+        "SPARK_MASTER": settings.spark_master,
+        # SPARK_REMOTE only when set: pyspark refuses a master beside any SPARK_REMOTE,
+        # even an empty one, so it is read from the settings, not through EnvVar
+        **({"SPARK_REMOTE": settings.spark_remote} if settings.spark_remote else {}),
     }
 
 

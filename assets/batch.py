@@ -10,7 +10,6 @@ import time
 import dagster as dg
 
 from antenna_platform import batch, quality
-from antenna_platform.warehouse import connect
 from assets.checks import (
     BATCH_CHECK_SPECS,
     BYTES_HOURLY_VALID,
@@ -59,7 +58,7 @@ def batch_hourly(
     hours = batch.hours_between(window.start, window.end)
     root = lake.root()
     spark = pyspark.spark_session
-    with connect(postgres.settings(), autocommit=True) as conn:
+    with postgres.connect(autocommit=True) as conn:
         t0 = time.perf_counter()
         scan = batch.scan_hours(spark, conn, root, hours, validate=quality.validate_events)
         results = scan.results

@@ -115,7 +115,7 @@ def run_case(name: str, settings, conn, hours: dict[datetime, list[str]], users)
 
     from assets.batch import batch_hourly
     from assets.lake import device_events
-    from resources import LakeResource, PostgresResource, SparkResource
+    from resources import build_resources
 
     keys = [f"{h:%Y-%m-%d-%H:00}" for h in sorted(hours)]
     tags = {}
@@ -133,11 +133,7 @@ def run_case(name: str, settings, conn, hours: dict[datetime, list[str]], users)
         selection=["bytes_hourly", "user_quota_limit"],
         partition_key=key,
         tags=tags,
-        resources={
-            "pyspark": SparkResource(),
-            "postgres": PostgresResource(),
-            "lake": LakeResource(),
-        },
+        resources=build_resources(),
     )
     spark_s = time.perf_counter() - t0
     assert result.success
@@ -203,6 +199,7 @@ def main() -> None:
 
     settings = load_settings()
     services.start_postgres(settings)
+    os.environ.update(services.resource_env(settings))  # what the Dagster resources read
     try:
         provision(settings)
         rng = np.random.default_rng(7)

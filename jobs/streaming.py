@@ -7,7 +7,6 @@ DagsterExecutionInterruptedError in the op; the engine commits the batch in hand
 closes the consumer and lets it propagate (the run ends CANCELED).
 """
 
-import dataclasses
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -89,12 +88,7 @@ def device_stream(
     kafka: KafkaResource,
     lake: LakeResource,
 ) -> None:
-    settings = dataclasses.replace(
-        postgres.settings(),
-        topic=kafka.topic_name(),
-        consumer_group=kafka.group(),
-        lake_dir=lake.root(),
-    )
+    settings = lake.apply(kafka.apply(postgres.settings()))
     options = StreamOptions(
         stop_when_idle_s=config.stop_when_idle_s,
         max_events=config.max_events,

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-import dagster as dg
+import dataclasses
 
-from antenna_platform.config import load_settings
+import dagster as dg
+from pydantic import Field
+
+from antenna_platform.config import Settings
 
 
 class KafkaResource(dg.ConfigurableResource):
-    """Topic and consumer group default to the settings (`ANTENNA_TOPIC`, ...)."""
+    """In the Definitions each field is an `EnvVar` (`KAFKA_BOOTSTRAP_SERVERS`,
+    `ANTENNA_TOPIC`, `ANTENNA_CONSUMER_GROUP`), resolved when a run starts."""
 
-    topic: str | None = None
-    consumer_group: str | None = None
+    bootstrap_servers: str = Field(description="host:port[,host:port] of the brokers")
+    topic: str = Field(description="the topic the stream consumes")
+    consumer_group: str = Field(description="the stream's consumer group")
 
-    def bootstrap_servers(self) -> str:
-        return load_settings().kafka_bootstrap_servers
-
-    def topic_name(self) -> str:
-        return self.topic or load_settings().topic
-
-    def group(self) -> str:
-        return self.consumer_group or load_settings().consumer_group
+    def apply(self, settings: Settings) -> Settings:
+        """`settings` pointed at this broker, topic and group."""
+        return dataclasses.replace(
+            settings,
+            kafka_bootstrap_env=self.bootstrap_servers,
+            topic=self.topic,
+            consumer_group=self.consumer_group,
+        )

@@ -63,6 +63,9 @@ def make_platform(service_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         settings = load_settings()
+        # what the Dagster resources read through EnvVar (Spark's defaults included)
+        for k, v in services.resource_env(settings).items():
+            monkeypatch.setenv(k, v)
         if provision:
             from antenna_platform.warehouse import provision as do_provision
 

@@ -21,7 +21,7 @@ from antenna_platform.contract import Event
 from antenna_platform.warehouse import connect, device_id, load_user_metadata
 from assets.batch import batch_hourly
 from assets.lake import device_events
-from resources import LakeResource, PostgresResource, SparkResource
+from resources import build_resources
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,8 @@ FEDE = device_id(4)  # quota 5000
 
 
 def resources() -> dict[str, object]:
-    return {"pyspark": SparkResource(), "postgres": PostgresResource(), "lake": LakeResource()}
+    """The Definitions' resources: EnvVar fields read the test's environment at run time."""
+    return build_resources()
 
 
 def make_events(hour: datetime, seed: int, n: int = 400) -> list[Event]:

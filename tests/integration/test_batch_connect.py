@@ -111,7 +111,6 @@ def test_range_materialization_through_spark_connect(platform, connect_server):
     events = write_hours(platform)
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "SPARK_REMOTE": remote}
-    env.pop("SPARK_MASTER", None)
     before = server_log.read_text().count("ExecuteHolder")
     proc = subprocess.run(
         materialize_range_cmd(),

@@ -17,8 +17,7 @@ import pytest
 
 from antenna_platform.warehouse import SEED_USERS, connect, device_id
 from assets.dbt import serving_views
-from resources.dbt import build_dbt_resource
-from resources.postgres import PostgresResource
+from resources import build_resources
 
 pytestmark = pytest.mark.integration
 
@@ -142,7 +141,7 @@ def dataset() -> Dataset:
 def build(**kwargs) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [serving_views],
-        resources={"dbt": build_dbt_resource(), "postgres": PostgresResource()},
+        resources={k: v for k, v in build_resources().items() if k in ("dbt", "postgres")},
         **kwargs,
     )
 
@@ -323,7 +322,6 @@ def test_views_after_the_real_batch_assets(platform, spark):
     from antenna_platform.contract import Event
     from assets.batch import batch_hourly
     from assets.lake import device_events
-    from resources import LakeResource, SparkResource
 
     rng = random.Random(11)
     hours = (datetime(2026, 11, 21, 23), datetime(2026, 11, 22, 0))
@@ -348,11 +346,7 @@ def test_views_after_the_real_batch_assets(platform, spark):
                 [device_events, batch_hourly],
                 partition_key=f"{h:%Y-%m-%d-%H:00}",
                 selection=["bytes_hourly", "user_quota_limit"],
-                resources={
-                    "pyspark": SparkResource(),
-                    "postgres": PostgresResource(),
-                    "lake": LakeResource(),
-                },
+                resources=build_resources(),
                 instance=instance,
             )
             assert batch.success

@@ -23,8 +23,8 @@ from antenna_platform.dbt_env import (
 from assets.dbt import serving_views
 from assets.lake import device_events
 from assets.partitions import HOURLY
-from resources.dbt import DBT_PROJECT, build_dbt_resource
-from resources.postgres import PostgresResource
+from resources import build_resources
+from resources.dbt import DBT_PROJECT
 
 VIEWS = {
     "antenna_traffic_hourly",
@@ -176,7 +176,7 @@ def test_views_rebuild_after_a_batch_hour_and_a_lake_hour():
             dg.AssetSpec("user_quota_limit", partitions_def=HOURLY, deps=[device_events.key]),
             dg.AssetSpec("user_metadata"),
         ],
-        resources={"dbt": build_dbt_resource(), "postgres": PostgresResource()},
+        resources={k: v for k, v in build_resources().items() if k in ("dbt", "postgres")},
     )
 
     def requested(result) -> set[str]:
