@@ -40,9 +40,10 @@ test: install dbt-manifest ## run every test against real embedded services
 test-fast: install dbt-manifest ## unit tests only
 	$(BIN)/python -m pytest -q tests/unit
 
-lint: install ## ruff lint and format check
+lint: install dbt-manifest ## ruff lint and format check; Dagster loads the definitions
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/dagster definitions validate -w workspace.yaml
 
 fmt: install ## ruff fix and format
 	$(BIN)/ruff check --fix .

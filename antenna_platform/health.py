@@ -4,6 +4,9 @@
 broker without a commit: 0 when it is caught up, otherwise now minus the last
 commit of that partition (`stream_offsets.updated_at`). It is what the
 `stream_lag` asset check compares with `ANTENNA_STREAM_LAG_WARN_SECONDS`.
+
+A broker that cannot be reached, a topic it does not know, or partitions whose end
+offsets it does not report raise `BrokerUnreachable`: unknown lag is never taken for 0.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ class PartitionHealth:
     max_event_time: datetime | None
     last_commit: datetime | None
     stalled_seconds: float | None
+
+
+class BrokerUnreachable(RuntimeError):
+    """The broker's end offsets could not be read; the message says why (no secrets)."""
 
 
 def partition_health(
@@ -71,27 +78,44 @@ def broker_end_offsets(
     Fetching from the committed `positions` keeps the read small.
     """
     from kafka import KafkaConsumer, TopicPartition  # noqa: PLC0415
+    from kafka.errors import KafkaError  # noqa: PLC0415
 
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        enable_auto_commit=False,
-        request_timeout_ms=10000,
-        max_partition_fetch_bytes=4096,
-        fetch_max_bytes=65536,
-        auto_offset_reset="latest",
-    )
+    where = f"KAFKA_BOOTSTRAP_SERVERS: the broker at {settings.kafka_bootstrap_servers}"
     try:
-        parts = consumer.partitions_for_topic(settings.topic) or set()
+        consumer = KafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            enable_auto_commit=False,
+            request_timeout_ms=10000,
+            max_partition_fetch_bytes=4096,
+            fetch_max_bytes=65536,
+            auto_offset_reset="latest",
+        )
+    except KafkaError as exc:
+        raise BrokerUnreachable(f"{where} cannot be reached ({type(exc).__name__})") from None
+    try:
+        try:
+            parts = consumer.partitions_for_topic(settings.topic)
+        except KafkaError as exc:
+            raise BrokerUnreachable(
+                f"{where} did not answer for topic {settings.topic!r} ({type(exc).__name__})"
+            ) from None
+        if not parts:
+            raise BrokerUnreachable(f"{where} does not know topic {settings.topic!r}")
         tps = [TopicPartition(settings.topic, p) for p in sorted(parts)]
-        if not tps:
-            return {}
         consumer.assign(tps)
         for tp in tps:
             consumer.seek(tp, (positions or {}).get(tp.partition, 0))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and any(consumer.highwater(tp) is None for tp in tps):
             consumer.poll(timeout_ms=200, max_records=1)
-        return {tp.partition: hw for tp in tps if (hw := consumer.highwater(tp)) is not None}
+        ends = {tp.partition: hw for tp in tps if (hw := consumer.highwater(tp)) is not None}
+        missing = sorted(set(parts) - set(ends))
+        if missing:
+            raise BrokerUnreachable(
+                f"{where} reported no end offset for partitions {missing} of topic "
+                f"{settings.topic!r} within {timeout_s:g} s"
+            )
+        return ends
     finally:
         consumer.close()
 
@@ -122,6 +146,7 @@ def activity(settings: Settings) -> dict[str, Any]:
 
 
 def stream_health(settings: Settings, now: datetime | None = None) -> dict[str, Any]:
+    """Per-partition offsets, lag and stalls, plus totals (raises BrokerUnreachable)."""
     now = now or datetime.now(UTC).replace(tzinfo=None)
     stored = stored_offsets(settings)
     ends = broker_end_offsets(settings, {p: v[0] for p, v in stored.items()})
@@ -130,7 +155,25 @@ def stream_health(settings: Settings, now: datetime | None = None) -> dict[str, 
     return {
         "partitions": [asdict(p) for p in parts],
         "total_lag": sum(p.lag or 0 for p in parts),
+        "end_offsets_total": sum(p.end_offset or 0 for p in parts),
+        "committed_total": sum(p.committed_offset or 0 for p in parts),
         "max_stalled_seconds": (
             None if any(s is None for s in stalls) else max(stalls, default=0.0)
         ),
     }
+
+
+def rates(
+    previous: tuple[float, int, int] | None, current: tuple[float, int, int]
+) -> dict[str, float | None]:
+    """Events/s produced to the topic and committed by the stream between two readings of
+    (epoch seconds, end offsets total, committed total). None when unknown: no previous
+    reading, or offsets that went back (a recreated topic, an in-memory broker restarted)."""
+    out: dict[str, float | None] = {"produced_per_s": None, "consumed_per_s": None}
+    if previous is None or current[0] <= previous[0]:
+        return out
+    dt = current[0] - previous[0]
+    for name, i in (("produced_per_s", 1), ("consumed_per_s", 2)):
+        delta = current[i] - previous[i]
+        out[name] = round(delta / dt, 3) if delta >= 0 else None
+    return out

@@ -17,13 +17,24 @@ from assets.checks import (
     QUOTA_VALID,
     check_result,
 )
+from assets.freshness import BATCH_FRESHNESS
 from assets.lake import device_events
 from assets.partitions import HOURLY
+from assets.tables import BYTES_HOURLY_SCHEMA, USER_QUOTA_LIMIT_SCHEMA
 from resources.lake import LakeResource
 from resources.postgres import PostgresResource
 from resources.spark import SparkResource
 
 DEPS = [device_events.key, dg.AssetKey("user_metadata")]
+# The pool of the batch's Spark step: its limit (ANTENNA_BATCH_POOL_LIMIT, default 1) is
+# `concurrency.pools.default_limit` in dagster.yaml. Backfills, scheduled hours and
+# late-data reruns queue for it instead of running Spark side by side.
+SPARK_POOL = "spark"
+# Transient failures (Postgres unreachable for a moment, Spark failing to start) are
+# retried; a failed blocking check raises Failure(allow_retries=False) and is not.
+TRANSIENT_RETRIES = dg.RetryPolicy(
+    max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
 
 
 @dg.multi_asset(
@@ -34,6 +45,11 @@ DEPS = [device_events.key, dg.AssetKey("user_metadata")]
             group_name="batch",
             kinds={"spark", "postgres"},
             description="Exact hourly bytes per antenna, user email and app, from the lake.",
+            metadata={
+                "dagster/column_schema": BYTES_HOURLY_SCHEMA,
+                "dagster/table_name": "public.bytes_hourly",
+            },
+            freshness_policy=BATCH_FRESHNESS,
         ),
         dg.AssetSpec(
             "user_quota_limit",
@@ -41,11 +57,18 @@ DEPS = [device_events.key, dg.AssetKey("user_metadata")]
             group_name="batch",
             kinds={"spark", "postgres"},
             description="Users whose bytes in the hour are strictly above their quota.",
+            metadata={
+                "dagster/column_schema": USER_QUOTA_LIMIT_SCHEMA,
+                "dagster/table_name": "public.user_quota_limit",
+            },
+            freshness_policy=BATCH_FRESHNESS,
         ),
     ],
     check_specs=BATCH_CHECK_SPECS,
     partitions_def=HOURLY,
     backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=SPARK_POOL,
+    retry_policy=TRANSIENT_RETRIES,
     name="batch_hourly",
 )
 def batch_hourly(
@@ -81,9 +104,11 @@ def batch_hourly(
             yield check_result(spec, outcome)
         failed = [spec.name for spec, o in outcomes if not o.passed]
         if failed:
+            # not retried: the same data fails the same way
             raise dg.Failure(
                 description=f"blocking checks failed: {', '.join(failed)}; nothing written, "
                 f"the previous rows of {len(hours)} hour(s) are kept",
+                allow_retries=False,
             )
         written = batch.replace_hours(conn, results)
     summary = batch.summarize(results)
@@ -91,30 +116,44 @@ def batch_hourly(
         f"{len(hours)} hour(s), {summary['events']} events, {written} rows written, "
         f"{summary['users_over_quota']} users over quota"
     )
-    yield dg.MaterializeResult(
-        asset_key="bytes_hourly",
-        metadata={
-            "hours": len(hours),
-            "rows": summary["bytes_hourly_rows"],
-            "spark_seconds": spark_seconds,
-            "pandera_seconds": pandera_seconds,
-            "events": summary["events"],
-            "total_bytes": summary["total_bytes"],
-            "lake_files": summary["files"],
-            "empty_hours": summary["empty_hours"],
-            "unknown_device_events": summary["unknown_device_events"],
-            "unknown_device_bytes": summary["unknown_device_bytes"],
-            "top_antennas": dg.MetadataValue.md(summary["top_antennas"]),
-            "top_users": dg.MetadataValue.md(summary["top_users"]),
-            "top_apps": dg.MetadataValue.md(summary["top_apps"]),
-        },
-    )
-    yield dg.MaterializeResult(
-        asset_key="user_quota_limit",
-        metadata={
-            "hours": len(hours),
-            "rows": summary["users_over_quota"],
-            "users_over_quota": summary["users_over_quota"],
-            "over_quota": dg.MetadataValue.md(summary["over_quota"]),
-        },
-    )
+    # Each hour's materialization carries that hour's numbers; the run's figures (timings,
+    # how many hours the run covered) go on every hour under their own names.
+    for res in results:
+        key = f"{res.hour:%Y-%m-%d-%H:00}"
+        context.add_asset_metadata(hour_metadata(res), asset_key="bytes_hourly", partition_key=key)
+        context.add_asset_metadata(
+            quota_metadata(res), asset_key="user_quota_limit", partition_key=key
+        )
+    run_figures = {
+        "run_hours": len(hours),
+        "run_spark_seconds": spark_seconds,
+        "run_pandera_seconds": pandera_seconds,
+    }
+    yield dg.MaterializeResult(asset_key="bytes_hourly", metadata=run_figures)
+    yield dg.MaterializeResult(asset_key="user_quota_limit", metadata={"run_hours": len(hours)})
+
+
+def hour_metadata(res: batch.HourResult) -> dict[str, object]:
+    """One hour of bytes_hourly: its rows, events, bytes and top tables."""
+    summary = batch.summarize([res])
+    return {
+        "dagster/row_count": len(res.bytes_rows),
+        "events": res.events,
+        "total_bytes": res.total_bytes,
+        "lake_files": res.files,
+        "unknown_device_events": res.unknown_events,
+        "unknown_device_bytes": res.unknown_bytes,
+        "top_antennas": dg.MetadataValue.md(summary["top_antennas"]),
+        "top_users": dg.MetadataValue.md(summary["top_users"]),
+        "top_apps": dg.MetadataValue.md(summary["top_apps"]),
+    }
+
+
+def quota_metadata(res: batch.HourResult) -> dict[str, object]:
+    """One hour of user_quota_limit: who was over quota, by how much."""
+    over = [(f"{q[0]}", q[1] - q[2]) for q in res.quota_rows]
+    return {
+        "dagster/row_count": len(res.quota_rows),
+        "users_over_quota": len(res.quota_rows),
+        "over_quota": dg.MetadataValue.md(batch.markdown_table(("user", "bytes over"), over)),
+    }

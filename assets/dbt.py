@@ -1,27 +1,28 @@
 """The serving views: every dbt model in dbt_project/ as a Dagster asset.
 
 dbt sources map to the assets that write those tables, so the lineage reads
-device_events -> bytes_hourly / user_quota_limit -> serving views. dbt tests on the
-models become asset checks; tests on sources are reported as observations.
+devices -> device_events -> bytes_hourly / user_quota_limit -> serving views, and
+devices -> bytes -> the live view. Each model carries SERVING_FRESHNESS. dbt tests on
+the models become asset checks; tests on sources are reported as observations.
 """
 
 from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
 from antenna_platform.dbt_env import dbt_environment, prune_run_targets
+from assets.freshness import SERVING_FRESHNESS
 from resources.dbt import DBT_PROJECT
 from resources.postgres import PostgresResource
 
-# dbt source table -> the asset that writes it. `bytes` (the speed layer's 5-minute
-# totals) is written by the same streaming op that lands device_events.
+# dbt source table -> the asset that writes it (`bytes`: the speed layer's own asset).
 SOURCE_ASSET_KEYS: dict[str, dg.AssetKey] = {
     "user_metadata": dg.AssetKey("user_metadata"),
     "bytes_hourly": dg.AssetKey("bytes_hourly"),
     "user_quota_limit": dg.AssetKey("user_quota_limit"),
-    "bytes": dg.AssetKey("device_events"),
+    "bytes": dg.AssetKey("bytes"),
 }
 
 # Rebuild after any upstream update (a batch hour, a reported lake hour, re-provisioning).
@@ -45,6 +46,14 @@ class AntennaDbtTranslator(DagsterDbtTranslator):
             if key is not None:
                 return key
         return super().get_asset_key(dbt_resource_props)
+
+    def get_asset_spec(
+        self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
+    ) -> dg.AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        if unique_id.startswith("model."):
+            return spec.replace_attributes(freshness_policy=SERVING_FRESHNESS)
+        return spec
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         return "serving"

@@ -8,13 +8,17 @@ asset whose materializations come from the stream.
 
 import dagster as dg
 
+from assets.freshness import STREAM_FRESHNESS
 from assets.partitions import HOURLY
+from assets.stream import devices
 
 device_events = dg.AssetSpec(
     key="device_events",
+    deps=[devices],
     partitions_def=HOURLY,
     group_name="lake",
     description="Raw device events in Parquet, "
     "$ANTENNA_LAKE_DIR/device_events/year=/month=/day=/hour=, written by the stream.",
     kinds={"parquet"},
+    freshness_policy=STREAM_FRESHNESS,
 )

@@ -15,8 +15,10 @@ from datetime import datetime
 
 import dagster as dg
 
+from antenna_platform.runworker import identity_tags
 from antenna_platform.stream.engine import Hooks, StreamEngine, StreamOptions
 from assets.lake import device_events
+from assets.stream import speed_bytes
 from resources import KafkaResource, LakeResource, PostgresResource
 
 
@@ -29,7 +31,8 @@ class StreamConfig(dg.Config):
 
 
 class DagsterHooks(Hooks):
-    """Heartbeat lines go to the run log; closed hours become partition materializations."""
+    """Heartbeat lines go to the run log; a closed hour becomes a materialization of its
+    `device_events` partition and of `bytes` (whose 5-minute rows it completed)."""
 
     def __init__(self, context: dg.OpExecutionContext, partitions_start: datetime) -> None:
         self.context = context
@@ -42,12 +45,14 @@ class DagsterHooks(Hooks):
         if hour < self.start:
             self.context.log.info(f"hour {hour} is before the partitions start; not reported")
             return
+        partition = hour.strftime("%Y-%m-%d-%H:00")
         self.context.log_event(
             dg.AssetMaterialization(
-                asset_key=device_events.key,
-                partition=hour.strftime("%Y-%m-%d-%H:00"),
-                metadata=metadata,
+                asset_key=device_events.key, partition=partition, metadata=metadata
             )
+        )
+        self.context.log_event(
+            dg.AssetMaterialization(asset_key=speed_bytes.key, metadata={"hour": partition})
         )
 
 
@@ -88,6 +93,8 @@ def device_stream(
     kafka: KafkaResource,
     lake: LakeResource,
 ) -> None:
+    # who runs this run: device_stream_sensor may have to stop this very process
+    context.instance.add_run_tags(context.run_id, identity_tags())
     settings = lake.apply(kafka.apply(postgres.settings()))
     options = StreamOptions(
         stop_when_idle_s=config.stop_when_idle_s,
@@ -104,7 +111,10 @@ def device_stream(
 
 @dg.job(
     executor_def=dg.in_process_executor,
-    tags={"dagster/max_runtime": str(10 * 365 * 86400)},
+    tags={
+        "dagster/max_runtime": str(10 * 365 * 86400),
+        "dagster/max_retries": "0",  # run retries never restart it: the sensor owns it
+    },
     description="The speed layer; kept alive by device_stream_sensor.",
 )
 def device_stream_job() -> None:
