@@ -141,6 +141,10 @@ DDL: tuple[str, ...] = (
 )
 
 
+class DatabaseUnreachable(ConfigError):
+    """The platform database did not accept a connection (down, or a bad URL)."""
+
+
 def connect(settings: Settings, *, autocommit: bool = False) -> psycopg.Connection:
     """Open a connection to the platform database, with a one-line error if it fails."""
     try:
@@ -153,7 +157,7 @@ def connect(settings: Settings, *, autocommit: bool = False) -> psycopg.Connecti
     except psycopg.OperationalError as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         hint = " (is it running? try `antenna up`)" if settings.embedded_postgres else ""
-        raise ConfigError(
+        raise DatabaseUnreachable(
             f"ANTENNA_DATABASE_URL: cannot connect to {redact_url(settings.database_url)}"
             f"{hint}: {reason}"
         ) from None

@@ -9,7 +9,7 @@ import time
 
 import dagster as dg
 
-from antenna_platform import batch, quality
+from antenna_platform import batch, quality, transient
 from assets.checks import (
     BATCH_CHECK_SPECS,
     BYTES_HOURLY_VALID,
@@ -31,9 +31,10 @@ DEPS = [device_events.key, dg.AssetKey("user_metadata")]
 # late-data reruns queue for it instead of running Spark side by side.
 SPARK_POOL = "spark"
 # Transient failures (Postgres unreachable for a moment, Spark failing to start) are
-# retried; a failed blocking check raises Failure(allow_retries=False) and is not.
+# retried; anything else fails at once (Failure(allow_retries=False)), a failed blocking
+# check included: the same data fails the same way.
 TRANSIENT_RETRIES = dg.RetryPolicy(
-    max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+    max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
 
 
@@ -72,6 +73,26 @@ TRANSIENT_RETRIES = dg.RetryPolicy(
     name="batch_hourly",
 )
 def batch_hourly(
+    context: dg.AssetExecutionContext,
+    pyspark: SparkResource,
+    postgres: PostgresResource,
+    lake: LakeResource,
+):
+    try:
+        yield from _compute(context, pyspark, postgres, lake)
+    except dg.Failure:
+        raise
+    except Exception as exc:
+        if transient.is_transient(exc):
+            raise  # TRANSIENT_RETRIES runs the step again
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise dg.Failure(
+            description=f"{type(exc).__name__}: {first} (not retried: not a transient error)",
+            allow_retries=False,
+        ) from exc
+
+
+def _compute(
     context: dg.AssetExecutionContext,
     pyspark: SparkResource,
     postgres: PostgresResource,

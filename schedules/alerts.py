@@ -13,15 +13,10 @@ import dagster as dg
 from dagster import DagsterEventType
 
 from antenna_platform import alerts, incidents
-from antenna_platform.incidents import RunInfo
 from resources.postgres import PostgresResource
+from schedules.runs import run_info
 
 BYTES_HOURLY = dg.AssetKey("bytes_hourly")
-
-
-def run_info(run: dg.DagsterRun) -> RunInfo:
-    keys = frozenset(k.to_user_string() for k in (run.asset_selection or ()))
-    return RunInfo(run.run_id, run.job_name, keys, dict(run.tags))
 
 
 def failed_blocking_checks(instance: dg.DagsterInstance, run_id: str) -> list[str]:
@@ -48,7 +43,7 @@ def run_failure_alerts(context: dg.RunFailureSensorContext, postgres: PostgresRe
     steps = context.get_step_failure_events()
     error = steps[0].message if steps else (context.failure_event.message or "")
     checks = failed_blocking_checks(context.instance, run.run_id)
-    incident = incidents.for_failure(run_info(run), checks, error or "")
+    incident = incidents.for_failure(run_info(context.instance, run), checks, error or "")
     alerts.fire(
         postgres.settings(), incident.key, incident.title, incident.text, echo=context.log.warning
     )
@@ -78,7 +73,7 @@ def _hours_computed_since(
 )
 def run_recovery_alerts(context: dg.RunStatusSensorContext, postgres: PostgresResource):
     settings = postgres.settings()
-    info = run_info(context.dagster_run)
+    info = run_info(context.instance, context.dagster_run)
     candidates = [
         i for i in alerts.list_open(settings) if i.key.split(":", 1)[0] in ("batch", "check", "run")
     ]

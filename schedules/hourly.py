@@ -13,6 +13,7 @@ from antenna_platform.batch_triggers import Cursor, Decision, Report, decide, ru
 from assets.lake import device_events
 from assets.partitions import HOURLY
 from jobs.batch import hourly_batch_job
+from schedules.runs import run_info
 
 # Minutes after the hour closes. The stream reports an hour about 1-2 minutes after it
 # ends (low watermark past the end, files compacted); the schedule catches what it did not
@@ -20,6 +21,7 @@ from jobs.batch import hourly_batch_job
 DELAY_MINUTES = 10
 BYTES_HOURLY = dg.AssetKey("bytes_hourly")
 TRIGGER_TAG = "antenna/trigger"  # closed | late | schedule
+STREAM_JOB = "device_stream_job"  # always running; never computes the batch
 IN_PROGRESS = [
     DagsterRunStatus.QUEUED,
     DagsterRunStatus.NOT_STARTED,
@@ -30,13 +32,13 @@ IN_PROGRESS = [
 
 
 def batch_runs_in_progress(instance: dg.DagsterInstance) -> list[dict[str, str]]:
-    """Tags of the queued or running runs that compute bytes_hourly (the batch job, an
-    asset backfill, a `dagster asset materialize`)."""
+    """Tags of the queued or running runs that compute bytes_hourly: the batch job, an
+    asset backfill, a `dagster asset materialize`."""
     runs = instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS), limit=500)
     return [
-        dict(r.tags)
-        for r in runs
-        if r.job_name == hourly_batch_job.name or BYTES_HOURLY in (r.asset_selection or ())
+        dict(run.tags)
+        for run in runs
+        if run.job_name != STREAM_JOB and run_info(instance, run).is_batch
     ]
 
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import random
 import sys
+import time
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -177,7 +178,7 @@ def test_hours_exact_rerun_identical_and_empty_hour(platform, spark):
 
 
 def test_single_run_backfill_equals_single_hours(platform, spark):
-    write_hours(platform)
+    events = write_hours(platform)
     instance = dg.DagsterInstance.ephemeral()
     for key in KEYS:
         materialize(instance, key)
@@ -196,6 +197,22 @@ def test_single_run_backfill_equals_single_hours(platform, spark):
     mats = result.asset_materializations_for_node("batch_hourly")
     assert sorted({m.partition for m in mats}) == KEYS
     assert table_rows(platform) == singles
+    # each hour's materialization carries that hour's own numbers, computed here from events
+    want_bytes, want_quota = expected(events, load_user_metadata(platform))
+    per = {(m.asset_key.to_user_string(), m.partition): m.metadata for m in mats}
+    for key, hour in zip(KEYS, (H1, H2, H3), strict=True):
+        h = hour.replace(tzinfo=None)
+        evs = [e for e in events if hour.timestamp() <= e.ts < hour.timestamp() + 3600]
+        meta = per[("bytes_hourly", key)]
+        assert meta["events"].value == len(evs)
+        assert meta["total_bytes"].value == sum(e.bytes for e in evs)
+        assert meta["dagster/row_count"].value == sum(1 for r in want_bytes if r[0] == h)
+        assert meta["unknown_device_events"].value == sum(e.id == UNKNOWN for e in evs)
+        assert meta["run_hours"].value == 3  # the run's own figure, under its own name
+        quota = per[("user_quota_limit", key)]
+        assert quota["dagster/row_count"].value == sum(1 for q in want_quota if q[3] == h)
+    assert len({per[("bytes_hourly", k)]["total_bytes"].value for k in KEYS}) == 3
+    assert per[("user_quota_limit", KEYS[1])]["users_over_quota"].value == 0  # the empty hour
 
 
 def plant(
@@ -251,10 +268,12 @@ def test_check_fails_on_planted_bad_file_and_rows_are_kept(platform, spark, bad)
     assert check.metadata["failing_rows"].value == 1
     assert shown in check.metadata["example"].value
     assert table_rows(platform) == before
+    # the same data fails the same way: a failed blocking check is not retried
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
 
 
-def test_late_data_sensor_rematerializes_a_computed_hour(platform, spark):
-    from schedules.hourly import late_data_sensor
+def test_reported_hours_run_at_once_and_late_data_reruns_a_computed_hour(platform, spark):
+    from schedules.hourly import reported_hours_sensor
 
     events = write_hours(platform)
     instance = dg.DagsterInstance.ephemeral()
@@ -265,26 +284,37 @@ def test_late_data_sensor_rematerializes_a_computed_hour(platform, spark):
         )
 
     def tick(cursor: str | None) -> dg.SensorResult:
-        return late_data_sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
+        return reported_hours_sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
 
     for key in KEYS:
         report(key)  # the history the stream reported before the sensor started
     first = tick(None)
     assert not first.run_requests and first.cursor  # starts from now, not the history
+    # The stream closes H1: it runs at once (the sooner batch).
+    report(KEYS[0])
+    closed = tick(first.cursor)
+    assert [(r.partition_key, r.tags["antenna/trigger"]) for r in closed.run_requests] == [
+        (KEYS[0], "closed")
+    ]
     materialize(instance, KEYS[0])
-    assert not tick(first.cursor).run_requests
+    assert not tick(closed.cursor).run_requests
 
-    # Late events land in H1 (already computed) and H3 (never computed): the stream reports both.
+    # Late events land in H1 (computed) and H3 (never computed): the stream reports both.
     late = [Event(int(H1.timestamp()) + 1800, device_id(2), ANTENNAS[1], 4242, "SKYPE")]
     with connect(platform) as conn:
         lake.write_and_register(platform.lake_dir, conn, late, name="p1-late")
     report(KEYS[0])
     report(KEYS[0])
     report(KEYS[2])
-    result = tick(first.cursor)
-    assert [r.partition_key for r in result.run_requests] == [KEYS[0]]
-    # The same cursor twice gives the same run key (Dagster dedupes it); the next cursor, nothing.
-    assert tick(first.cursor).run_requests[0].run_key == result.run_requests[0].run_key
+    result = tick(closed.cursor)
+    assert [(r.partition_key, r.tags["antenna/trigger"]) for r in result.run_requests] == [
+        (KEYS[0], "late"),
+        (KEYS[2], "closed"),
+    ]
+    # The same cursor twice gives the same run keys (Dagster dedupes them); the next, nothing.
+    assert [r.run_key for r in tick(closed.cursor).run_requests] == [
+        r.run_key for r in result.run_requests
+    ]
     assert not tick(result.cursor).run_requests
 
     materialize(instance, KEYS[0])
@@ -293,6 +323,58 @@ def test_late_data_sensor_rematerializes_a_computed_hour(platform, spark):
     h1 = H1.replace(tzinfo=None)
     assert [r for r in got_bytes if r[0] == h1] == [r for r in want_bytes if r[0] == h1]
     assert not tick(result.cursor).run_requests
+
+
+def test_late_files_landing_during_the_first_run_of_an_hour_are_not_skipped(
+    platform, spark, monkeypatch
+):
+    """Issue 10 item 6: the hour is reported again while its first batch run is under way
+    (that run may have read the manifest before the late file): the sensor keeps the
+    report until the run ends, then reruns the hour."""
+    import threading
+
+    from schedules.hourly import reported_hours_sensor
+
+    events = write_hours(platform)
+    with dg.instance_for_test() as instance:
+        first = reported_hours_sensor(dg.build_sensor_context(instance=instance))
+        # the first run sleeps inside its write transaction, after reading the manifest
+        monkeypatch.setenv("ANTENNA_FAULT_SLEEP_IN_WRITE_S", "6")
+        done: list[bool] = []
+        runner = threading.Thread(
+            target=lambda: done.append(materialize(instance, KEYS[0]).success), daemon=True
+        )
+        runner.start()
+        deadline = time.monotonic() + 120
+        while not instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+            assert time.monotonic() < deadline, "the first run never started"
+            time.sleep(0.1)
+        late = [Event(int(H1.timestamp()) + 60, device_id(3), ANTENNAS[2], 777, "TELEGRAM")]
+        with connect(platform) as conn:
+            lake.write_and_register(platform.lake_dir, conn, late, name="p1-during")
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(asset_key="device_events", partition=KEYS[0])
+        )
+        during = reported_hours_sensor(
+            dg.build_sensor_context(instance=instance, cursor=first.cursor)
+        )
+        assert runner.is_alive(), "the run ended before the check: raise its sleep"
+        assert not during.run_requests  # a run of H1 is under way: wait for it
+        runner.join(timeout=300)
+        monkeypatch.delenv("ANTENNA_FAULT_SLEEP_IN_WRITE_S")
+        assert done == [True]
+        after = reported_hours_sensor(
+            dg.build_sensor_context(instance=instance, cursor=during.cursor)
+        )
+        assert [(r.partition_key, r.tags["antenna/trigger"]) for r in after.run_requests] == [
+            (KEYS[0], "late")
+        ]
+        materialize(instance, KEYS[0])
+    want_bytes, _ = expected(events + late, load_user_metadata(platform))
+    h1 = H1.replace(tzinfo=None)
+    assert [r for r in table_rows(platform)[0] if r[0] == h1] == [
+        r for r in want_bytes if r[0] == h1
+    ]
 
 
 def test_files_compacted_during_the_read_are_reread_not_skipped(platform, spark, monkeypatch):
@@ -325,3 +407,73 @@ def test_files_compacted_during_the_read_are_reread_not_skipped(platform, spark,
     assert res.bytes_rows == sorted(
         [r for r in want_bytes if r[0] == h1], key=lambda r: (r[3], r[1])
     )
+
+
+def test_partition_freshness_check_reports_the_overdue_hour_and_clears_once_computed(
+    platform, spark
+):
+    """From :20, the hour that closed before must be materialized (assets/freshness.py)."""
+    from dagster._core.test_utils import freeze_time
+
+    from antenna_platform.definitions import defs
+    from assets.freshness import BATCH_FRESHNESS_CHECKS
+
+    write_hours(platform)
+    now = H3 + timedelta(hours=1, minutes=25)  # 13:25: the 13:20 deadline has passed
+    overdue = (now - timedelta(minutes=20)).replace(minute=0) - timedelta(hours=1)
+    overdue_key = f"{overdue:%Y-%m-%d-%H:00}"
+    assert overdue_key == KEYS[2]
+    checks_only = dg.Definitions(
+        assets=[device_events, batch_hourly],
+        asset_checks=BATCH_FRESHNESS_CHECKS,
+        jobs=[
+            dg.define_asset_job(
+                "freshness", selection=dg.AssetSelection.checks(*BATCH_FRESHNESS_CHECKS)
+            )
+        ],
+        resources=resources(),
+    ).resolve_job_def("freshness")
+    with dg.instance_for_test() as instance, freeze_time(now):
+        materialize(instance, KEYS[0])  # an older hour computed: not enough
+        before = checks_only.execute_in_process(instance=instance).get_asset_check_evaluations()
+        assert sorted(e.asset_key.to_user_string() for e in before) == [
+            "bytes_hourly",
+            "user_quota_limit",
+        ]
+        assert all(not e.passed for e in before)
+        assert all(overdue_key in e.description for e in before)
+        # the batch job computes the hour, and runs the freshness checks after it
+        run = defs.resolve_job_def("hourly_batch_job").execute_in_process(
+            instance=instance, partition_key=overdue_key
+        )
+        fresh = [e for e in run.get_asset_check_evaluations() if e.check_name == "freshness_check"]
+        assert len(fresh) == 2 and all(e.passed for e in fresh)
+        assert all(
+            e.passed
+            for e in checks_only.execute_in_process(instance=instance).get_asset_check_evaluations()
+        )
+
+
+def test_transient_postgres_failure_is_retried(platform, spark, monkeypatch):
+    """The first connection to Postgres is dropped (a database briefly unreachable): the
+    step fails, the retry policy runs it again, and the hour is computed exactly."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from tests.integration.netfaults import FlakyProxy
+
+    events = write_hours(platform)
+    url = urlsplit(platform.database_url)
+    proxy = FlakyProxy((url.hostname, url.port), drop_first=1)
+    try:
+        netloc = f"{url.username}@127.0.0.1:{proxy.port}"
+        monkeypatch.setenv("ANTENNA_DATABASE_URL", urlunsplit(url._replace(netloc=netloc)))
+        result = materialize(dg.DagsterInstance.ephemeral(), KEYS[0])
+    finally:
+        proxy.close()
+    retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert len(retried) == 1 and proxy.dropped == 1 and proxy.forwarded >= 1
+    want_bytes, _ = expected(events, load_user_metadata(platform))
+    h1 = H1.replace(tzinfo=None)
+    assert [r for r in table_rows(platform)[0] if r[0] == h1] == [
+        r for r in want_bytes if r[0] == h1
+    ]
