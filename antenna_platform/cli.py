@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from datetime import UTC, datetime
@@ -25,6 +26,10 @@ def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_down(settings: Settings, args: argparse.Namespace) -> int:
+    from antenna_platform import demo  # noqa: PLC0415
+
+    for line in demo.stop_demo(settings):
+        print(line)
     services.down(settings)
     print("embedded services stopped")
     return 0
@@ -113,14 +118,21 @@ def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from antenna_platform import demo  # noqa: PLC0415
 
-    return demo.run(settings, port=args.port, rate=args.rate)
+    code = demo.run(settings, port=args.port, rate=args.rate)
+    # Everything is stopped and said: skip the interpreter's teardown of the Dagster
+    # modules the shutdown imported (seconds, on a busy machine).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="antenna", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start embedded Postgres and Kafka (idempotent)")
-    sub.add_parser("down", help="stop the embedded services")
+    sub.add_parser(
+        "down", help="stop a running demo (or what an earlier one left behind) and the services"
+    )
     sub.add_parser(
         "env",
         help='print shell exports for the dagster CLI: eval "$(antenna env)"',
