@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHON
 
-.PHONY: help install dbt-manifest demo test test-fast lint fmt up down status provision bench-stream bench-batch clean
+.PHONY: help install dbt-manifest demo test test-fast lint fmt up down status provision bench-stream bench-batch bench-hour clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ bench-stream: install ## stream throughput and latency benchmark
 
 bench-batch: install ## batch (Spark) benchmark beside DuckDB
 	$(BIN)/python benchmarks/bench_batch.py $(BENCH_ARGS)
+
+bench-hour: install dbt-manifest ## hour end -> rows in bytes_hourly, whole platform (waits for the next hour)
+	$(BIN)/python benchmarks/bench_hour.py $(BENCH_ARGS)
 
 clean: ## stop services and remove .antenna state (keeps .venv)
 	-$(BIN)/antenna down

@@ -8,11 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import psutil
 import pytest
 
 from antenna_platform import services
 from antenna_platform.config import load_settings
+from resources import PostgresResource, build_resources
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -94,3 +97,37 @@ def test_no_sql_is_built_with_string_formatting():
             if formatted:
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert offenders == []
+
+
+def test_resources_and_runs_never_show_the_database_password(make_platform, monkeypatch):
+    """The resource's repr hides the URL; a run that uses it (and fails to connect) keeps
+    the password out of its run config and its event log."""
+    secret_url = f"postgresql://alice:TopSecret99@127.0.0.1:{free_port()}/antenna"
+    assert "TopSecret99" not in repr(PostgresResource(database_url=secret_url))
+    make_platform(provision=False)
+    monkeypatch.setenv("ANTENNA_DATABASE_URL", secret_url)
+
+    @dg.op
+    def touch(postgres: PostgresResource) -> None:
+        assert "TopSecret99" not in repr(postgres)
+        postgres.connect().close()  # fails: nothing listens there
+
+    @dg.job
+    def uses_postgres() -> None:
+        touch()
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = uses_postgres.execute_in_process(
+        resources={"postgres": build_resources()["postgres"]},
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not result.success
+    run = instance.get_run_by_id(result.run_id)
+    assert "TopSecret99" not in repr(run.run_config)
+    logged = "\n".join(
+        (e.message or "") + repr(e.dagster_event.event_specific_data if e.dagster_event else "")
+        for e in instance.all_logs(result.run_id)
+    )
+    assert "ANTENNA_DATABASE_URL: cannot connect" in logged
+    assert "alice:***@" in logged and "TopSecret99" not in logged
