@@ -107,6 +107,7 @@ class Children:
         env: dict[str, str] | None = None,
         cwd: str | Path | None = None,
         stdout: int | IO | None = None,
+        stderr: int | IO | None = None,
         stop_timeout: float = 10.0,
     ) -> subprocess.Popen:
         """Start a child; `stop` stops children in reverse order of starting."""
@@ -116,6 +117,7 @@ class Children:
             cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=stdout,
+            stderr=stderr,
             start_new_session=True,
             preexec_fn=_reset_signals,
         )

@@ -117,7 +117,7 @@ def main() -> int:
             str(port),
         ]
         log = (home / "dagster.log").open("w")
-        children.start("dagster", dev, env=run_env, cwd=ROOT, stdout=log)
+        children.start("dagster", dev, env=run_env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         print(f"platform up in {home} (dagster dev on 127.0.0.1:{port}, log {home}/dagster.log)")
         boundary = first
         for _ in range(args.hours):
