@@ -139,3 +139,10 @@ def test_resources_name_the_environment_variables_they_read():
         for field, var in fields.items():
             value = getattr(resource, field)
             assert isinstance(value, EnvVar) and value.env_var_name == var, (name, field)
+    # `antenna env` / the demo give the Dagster processes every one of them
+    from antenna_platform import services
+    from antenna_platform.config import load_settings
+    from resources import ENV_VARS
+
+    named = {v for fields in expected.values() for v in fields.values()}
+    assert named == set(ENV_VARS) <= set(services.dagster_env(load_settings({})))

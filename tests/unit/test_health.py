@@ -20,3 +20,17 @@ def test_caught_up_lagging_and_never_committed_partitions():
 def test_unknown_end_offset_gives_unknown_lag():
     (p,) = partition_health({3: (5, None, NOW)}, {}, NOW)
     assert p.lag is None and p.stalled_seconds is None and p.end_offset is None
+
+
+def test_rates_between_two_readings():
+    from antenna_platform.health import rates
+
+    assert rates(None, (100.0, 50, 40)) == {"produced_per_s": None, "consumed_per_s": None}
+    got = rates((100.0, 50, 40), (110.0, 150, 90))  # 100 produced, 50 committed in 10 s
+    assert got == {"produced_per_s": 10.0, "consumed_per_s": 5.0}
+    # offsets went back (a recreated topic): unknown, not negative
+    assert rates((100.0, 150, 90), (110.0, 20, 20)) == {
+        "produced_per_s": None,
+        "consumed_per_s": None,
+    }
+    assert rates((100.0, 1, 1), (100.0, 2, 2))["produced_per_s"] is None  # no time passed
