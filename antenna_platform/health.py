@@ -86,6 +86,7 @@ def broker_end_offsets(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             enable_auto_commit=False,
             request_timeout_ms=10000,
+            bootstrap_timeout_ms=5000,  # an unreachable broker is reported in 5 s, not 30
             max_partition_fetch_bytes=4096,
             fetch_max_bytes=65536,
             auto_offset_reset="latest",
