@@ -138,17 +138,44 @@ DDL: tuple[str, ...] = (
     # the broker's id of the topic the offsets belong to: a recreated topic (e.g. an
     # in-memory broker restarted) has a new id and its offsets start again at 0
     "alter table stream_offsets add column if not exists topic_id text",
+    # Who may write for a partition: each claim has a strictly increasing owner epoch,
+    # tied to the consumer-group generation that assigned it (see stream/ownership.py).
+    """
+    create table if not exists partition_claims (
+        consumer_group text not null,
+        topic          text not null,
+        partition      integer not null,
+        epoch          bigint not null,
+        generation     integer not null,
+        owner          text not null,
+        released       boolean not null default false,
+        claimed_at     timestamp not null default (now() at time zone 'utc'),
+        renewed_at     timestamp not null default (now() at time zone 'utc'),
+        primary key (consumer_group, topic, partition)
+    )""",
 )
 
 
-def connect(settings: Settings, *, autocommit: bool = False) -> psycopg.Connection:
-    """Open a connection to the platform database, with a one-line error if it fails."""
+def connect(
+    settings: Settings,
+    *,
+    autocommit: bool = False,
+    session: dict[str, str] | None = None,
+    connect_timeout: int = 10,
+) -> psycopg.Connection:
+    """Open a connection to the platform database, with a one-line error if it fails.
+
+    `session`: server settings for this session (e.g. `statement_timeout`), names and
+    values from the code, never from input."""
+    options = "-c TimeZone=UTC" + "".join(
+        f" -c {k}={v}" for k, v in sorted((session or {}).items())
+    )
     try:
         return psycopg.connect(
             settings.database_url,
             autocommit=autocommit,
-            connect_timeout=10,
-            options="-c TimeZone=UTC",
+            connect_timeout=connect_timeout,
+            options=options,
         )
     except psycopg.OperationalError as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__

@@ -27,18 +27,6 @@ class PartitionBatch:
     dead: list[DeadLetter] = field(default_factory=list)
     dead_hours: list[int] = field(default_factory=list)  # Kafka record hour of each reject
 
-    def trim(self, start: int) -> None:
-        """Drop records before `start` (already committed: never commit an offset twice)."""
-        if self.first_offset >= start:
-            return
-        keep = [i for i, o in enumerate(self.offsets) if o >= start]
-        self.events = [self.events[i] for i in keep]
-        self.offsets = [self.offsets[i] for i in keep]
-        kept = [i for i, d in enumerate(self.dead) if d[1] >= start]
-        self.dead = [self.dead[i] for i in kept]
-        self.dead_hours = [self.dead_hours[i] for i in kept]
-        self.first_offset = max(self.first_offset, start)
-
 
 class MicroBatch:
     """Parsed records awaiting one commit.

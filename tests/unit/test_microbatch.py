@@ -1,4 +1,4 @@
-"""The micro-batch in hand: parsed at poll time, limited by valid events, trimmed safely."""
+"""The micro-batch in hand: parsed at poll time, limited by valid events."""
 
 from __future__ import annotations
 
@@ -41,19 +41,6 @@ def test_events_and_rejects_are_split_in_offset_order():
     hour = NOW_MS // 1000 // 3600 * 3600
     # rejects are counted in the hour of their Kafka record time
     assert b.rejects_by_hour() == {hour: 2, hour - 3 * 3600: 1}
-
-
-def test_trim_drops_only_offsets_already_committed():
-    b = MicroBatch(max_clock_skew_s=10**9)
-    ts = NOW_MS // 1000 - 60
-    b.add(0, [_rec(o, _good(ts, o) if o % 2 else b"nope") for o in range(100, 110)])
-    pb = b.parts[0]
-    pb.trim(100)
-    assert len(pb.events) + len(pb.dead) == 10
-    pb.trim(105)
-    assert pb.offsets == [105, 107, 109]
-    assert [d[1] for d in pb.dead] == [106, 108]
-    assert len(pb.dead_hours) == 2 and pb.first_offset == 105 and pb.next_offset == 110
 
 
 def test_unknown_ids_are_counted_per_event_hour():
