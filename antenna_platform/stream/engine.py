@@ -143,9 +143,10 @@ class StreamEngine:
         self.committer: Committer | None = None
         self.listener: RebalanceListener | None = None
         self.fault: Callable[[str], None] = lambda step: None  # tests inject failures
+        self.make_consumer = make_consumer  # tests hand in a fake consumer
         self._backoff = 0.0
         self._failing_since: float | None = None
-        self._last_refused: dict[int, str] = {}
+        self._last_refused: dict[int, tuple[str, int, int]] = {}
         self._next_claim = 0.0
         self.last_activity = time.monotonic()
 
@@ -266,11 +267,12 @@ class StreamEngine:
                 f"in-memory broker restarted): its log starts again, reading it from the "
                 f"beginning instead of stored offset {stored}"
             )
+        seen = {p: (r.holder, r.epoch, r.mine) for p, r in res.refused.items()}
         for p, why in res.refused.items():
-            if self._last_refused.get(p) != why:
+            if self._last_refused.get(p) != seen[p]:
                 self.hooks.log(f"partition {p}: claim refused, {why}")
         self.stats.refused += len(res.refused)
-        self._last_refused = res.refused
+        self._last_refused = seen
         # refused partitions are paused; poll on (the group moves on) and try again soon
         self._next_claim = time.monotonic() + (1.0 if res.refused else 0.0)
 
@@ -427,7 +429,7 @@ class StreamEngine:
         self.listener = RebalanceListener(
             self.topic, self.ownership, self.checkpoint, self.committer, self.hooks.log
         )
-        self.consumer = make_consumer(self.settings, self.listener)
+        self.consumer = self.make_consumer(self.settings, self.listener)
         self.listener.consumer = self.consumer
         timers: dict[str, float] = {"users": time.monotonic() + o.metadata_refresh_s}
         self.last_activity = time.monotonic()

@@ -25,7 +25,7 @@ each partition's next commit must find its offsets.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -41,19 +41,33 @@ from antenna_platform.stream import sinks
 LEASE_S = 45.0
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why a claim was refused: the newest claim's holder is alive and at least as new."""
+
+    holder: str
+    generation: int  # the holder's
+    epoch: int
+    lease_age_s: float
+    mine: int  # the generation of the refused assignment
+
+    def __str__(self) -> str:
+        return (
+            f"held by {self.holder} since generation {self.generation} (epoch {self.epoch}, "
+            f"renewed {self.lease_age_s:.0f}s ago); this assignment is from generation "
+            f"{self.mine}: this worker was probably paused while the group moved on"
+        )
+
+
 def decide(
     stored: sinks.StoredClaim | None, owner: str, generation: int, lease_s: float = LEASE_S
-) -> str | None:
+) -> Refusal | None:
     """None when `owner`, assigned the partition in `generation`, may claim it; else why not."""
     if stored is None or stored.released or stored.owner in ("", owner):
         return None
     if generation > stored.generation or stored.lease_age_s > lease_s:
         return None
-    return (
-        f"held by {stored.owner} since generation {stored.generation} (epoch {stored.epoch}, "
-        f"renewed {stored.lease_age_s:.0f}s ago); this assignment is from generation "
-        f"{generation}: this worker was probably paused while the group moved on"
-    )
+    return Refusal(stored.owner, stored.generation, stored.epoch, stored.lease_age_s, generation)
 
 
 @dataclass(frozen=True)
@@ -81,7 +95,7 @@ class Log(Protocol):
 @dataclass
 class SyncResult:
     claimed: dict[int, PartitionState]
-    refused: dict[int, str]
+    refused: dict[int, Refusal]
     cleanup: lake.Cleanup | None
     rewound: dict[
         int, tuple[int, str | None, str | None]
@@ -136,7 +150,6 @@ class Ownership:
         conn: psycopg.Connection,
         log: Log,
         root: Path,
-        on_refused: Callable[[int, str], None] = lambda p, why: None,
     ) -> SyncResult:
         """Claim the pending partitions, clean their lake files, seek to their offsets.
 
@@ -162,8 +175,6 @@ class Ownership:
                 sinks.write_claims(conn, self.group, self.topic, claims, generation, self.owner)
         if out.refused:
             log.pause(sorted(out.refused))
-            for p, why in out.refused.items():
-                on_refused(p, why)
         if not epochs:
             return out
         # cleanup is checked like any other write: inside a transaction holding the claims
