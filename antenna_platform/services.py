@@ -365,8 +365,10 @@ def ensure_topic(
     from kafka.errors import TopicAlreadyExistsError  # noqa: PLC0415
 
     name = topic or settings.topic
+    want = partitions or settings.topic_partitions
     deadline = time.monotonic() + timeout
     last: Exception | None = None
+    topic_existed = False
     while time.monotonic() < deadline:
         try:
             admin = KafkaAdminClient(
@@ -379,18 +381,41 @@ def ensure_topic(
             time.sleep(0.5)
             continue
         try:
-            if name in admin.list_topics():
-                return
-            admin.create_topics([NewTopic(name, partitions or settings.topic_partitions, 1)])
-            return
-        except TopicAlreadyExistsError:
-            return
+            topic_existed = topic_existed or name in admin.list_topics()
+            if not topic_existed:
+                try:
+                    admin.create_topics([NewTopic(name, want, 1)])
+                except TopicAlreadyExistsError:
+                    pass
+            # a new topic's metadata can list fewer partitions (or leaderless ones) for a
+            # moment; a consumer group assigned from that view would leave partitions
+            # unread until its next metadata refresh
+            while time.monotonic() < deadline:
+                seen = _topic_partitions(admin, name)
+                if seen is not None and (seen >= want or topic_existed):
+                    return
+                time.sleep(0.2)
+            raise ServiceError(f"topic {name}: its {want} partitions did not all get a leader")
+        except ServiceError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - broker not ready yet
+            last = exc
+            time.sleep(0.5)
         finally:
             admin.close()
     raise ServiceError(
         "KAFKA_BOOTSTRAP_SERVERS: cannot reach broker at "
         f"{settings.kafka_bootstrap_servers}: {last}"
     )
+
+
+def _topic_partitions(admin, name: str) -> int | None:
+    """How many of the topic's partitions the broker's metadata shows with a leader."""
+    for t in admin.describe_topics([name]):
+        if t.get("name") == name and not t.get("error_code"):
+            parts = t.get("partitions") or []
+            return sum(1 for p in parts if not p.get("error_code") and p.get("leader_id", -1) >= 0)
+    return None
 
 
 # --------------------------------------------------------------------------- Dagster home

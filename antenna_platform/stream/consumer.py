@@ -45,6 +45,9 @@ def make_consumer(
         fetch_max_bytes=16 * 1024 * 1024,
         request_timeout_ms=40000,
         reconnect_backoff_max_ms=2000,
+        # the group leader notices new partitions (or a partial first view of a new topic)
+        # within this, and rebalances
+        metadata_max_age_ms=30000,
     )
     consumer.subscribe([settings.topic], listener=listener)
     return consumer
