@@ -247,6 +247,20 @@ def write_and_register(
     return files
 
 
+def add_files(
+    root: Path, conn: psycopg.Connection, tables: Sequence[tuple[str, pa.Table]]
+) -> list[LakeFile]:
+    """For loaders, benchmarks and tests: commit ready-made tables as lake files (final
+    paths `device_events/.../<name>.parquet`), staged, registered and published."""
+    files = [write_staged(root, rel, t) for rel, t in tables]
+    if files:
+        sync_staging(root)
+    with conn.transaction():
+        register_files(conn, files)
+    publish(root, [f.path for f in files])
+    return files
+
+
 def files_for_hour(conn: psycopg.Connection, root: Path, hour: datetime) -> list[str]:
     """Absolute paths of the committed files of one hour (naive UTC hour start)."""
     rows = conn.execute(
