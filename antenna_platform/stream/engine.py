@@ -85,6 +85,8 @@ class StreamOptions:
     retry_max_s: float = 5.0  # stays below max_poll_interval_ms
     give_up_after_s: float = 300.0  # failing this long without a commit ends the run
     stop_budget_s: float = 5.0  # a stop commits the batch in hand within this, or drops it
+    # a stream transaction open this long belongs to a frozen worker (sinks.reap_stuck_sessions)
+    stuck_transaction_s: float = 45.0
 
 
 class Hooks:
@@ -151,11 +153,12 @@ class StreamEngine:
         self.last_activity = time.monotonic()
 
     # ------------------------------------------------------------------ plumbing
-    def _connect(self) -> psycopg.Connection:
-        return connect(self.settings, autocommit=True, session=SESSION, connect_timeout=5)
+    def _connect(self, timeout: int = 5) -> psycopg.Connection:
+        session = {**SESSION, "application_name": f"{sinks.APPLICATION}:{self.worker}"}
+        return connect(self.settings, autocommit=True, session=session, connect_timeout=timeout)
 
     def _connect_quick(self) -> psycopg.Connection:
-        return connect(self.settings, autocommit=True, session=SESSION, connect_timeout=2)
+        return self._connect(timeout=2)
 
     def _db(self) -> psycopg.Connection:
         if self.conn is None or self.conn.closed or self.conn.broken:
@@ -205,6 +208,8 @@ class StreamEngine:
             self.stats.failures += 1
             self._drop_db()
             self._error(f"{what} (offsets unchanged), retrying", exc)
+            if isinstance(exc, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled):
+                self._reap()
         self._reset()
         now = time.monotonic()
         if self._failing_since is None:
@@ -217,6 +222,20 @@ class StreamEngine:
         if not isinstance(exc, sinks.FencedError):
             self._backoff = min(max(self._backoff * 2, 0.25), self.opts.retry_max_s)
             time.sleep(self._backoff)
+
+    def _reap(self) -> None:
+        """Blocked by a lock: end the sessions of frozen workers that hold it."""
+        try:
+            ended = sinks.reap_stuck_sessions(self._db(), self.opts.stuck_transaction_s)
+        except Exception as exc:  # noqa: BLE001 - retried with the next failure
+            self._error("cannot look for stuck sessions", exc)
+            return
+        if ended:
+            self.hooks.log(
+                f"ended {len(ended)} stream session(s) whose transaction was open for over "
+                f"{self.opts.stuck_transaction_s:.0f}s (frozen workers holding locks): "
+                f"pids {ended}"
+            )
 
     def _settle(self) -> bool:
         """Wait for the commit in flight; False (and reset) if it failed."""

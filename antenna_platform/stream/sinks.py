@@ -150,6 +150,28 @@ def release_claims(
     )
 
 
+APPLICATION = "antenna-stream"  # application_name prefix of the stream's sessions
+
+
+def reap_stuck_sessions(conn: psycopg.Connection, older_than_s: float) -> list[int]:
+    """End other stream sessions whose transaction has been open for `older_than_s`.
+
+    A worker frozen in the middle of a transaction keeps its row locks: Postgres' idle-in-
+    transaction timeout ends it only when it waits for its client between statements,
+    not when it is blocked sending results to (or reading COPY data from) a client that
+    no longer reads. A stream transaction lasts milliseconds to seconds (its statements
+    are bounded by `statement_timeout`), so one open that long belongs to a stopped
+    worker; ending it rolls it back (the worker's claim is fenced anyway)."""
+    rows = conn.execute(
+        "select pid, pg_terminate_backend(pid) from pg_stat_activity "
+        "where datname = current_database() and pid <> pg_backend_pid() "
+        "and application_name like %s "
+        "and xact_start < now() - make_interval(secs => %s)",
+        (f"{APPLICATION}%", older_than_s),
+    ).fetchall()
+    return [r[0] for r in rows if r[1]]
+
+
 def fence(
     conn: psycopg.Connection, group: str, topic: str, expected: Mapping[int, int | None]
 ) -> None:

@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from antenna_platform import lake
@@ -289,3 +290,38 @@ def test_compaction_publishes_the_merge_and_removes_its_inputs_at_once(platform)
     assert not set(files_before) & set(after), "superseded inputs left in device_events/"
     assert all(lake.writer_of(f) == (0, a.own.epochs()[0]) for f in after)
     assert_exact(platform, payloads)
+
+
+def test_a_frozen_transaction_holding_the_claims_is_ended_by_the_successor(platform):
+    """A worker frozen inside a transaction keeps its row locks (Postgres ends idle
+    transactions, not one blocked on a client that stopped reading). Its successor's claim
+    times out on the lock, ends the stuck session and goes on."""
+    payloads = make_payloads(1_000, seed=87, bad_ratio=0.0)
+    logs = split(payloads)
+    zombie = psycopg.connect(
+        platform.database_url, autocommit=True, application_name="antenna-stream:frozen"
+    )
+    try:
+        with connect(platform, autocommit=True) as conn:
+            sinks.lock_claims(conn, platform.consumer_group, platform.topic, [0, 1])  # rows
+        zombie.execute("begin")
+        sinks.lock_claims(zombie, platform.consumer_group, platform.topic, [0, 1])
+        engine, fake = _engine(platform, logs, stop_when_idle_s=1, stuck_transaction_s=2)
+        fake.rebalance([0, 1], generation=0)
+        stats = engine.run()
+        assert stats.failures >= 1  # the claim waited for the lock, then ended the session
+        assert any(
+            "frozen workers holding locks" in e or "LockNotAvailable" in e for e in stats.errors
+        )
+        assert zombie.broken or zombie.closed or _is_dead(zombie)
+    finally:
+        zombie.close()
+    assert_exact(platform, payloads)
+
+
+def _is_dead(conn) -> bool:
+    try:
+        conn.execute("select 1")
+    except psycopg.OperationalError:
+        return True
+    return False
