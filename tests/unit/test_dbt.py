@@ -32,12 +32,21 @@ VIEWS = {
     "app_usage_hourly",
     "quota_breaches",
     "live_traffic_5min",
+    "live_antenna_5min",
+    "live_app_5min",
+    "live_user_5min",
     "daily_summary",
 }
+STAGING = {"stg_user_metadata", "stg_bytes", "stg_bytes_hourly", "stg_user_quota_limit"}
+LIVE = {"live_traffic_5min", "live_antenna_5min", "live_app_5min", "live_user_5min"}
 
 
 def key(name: str) -> dg.AssetKey:
     return dg.AssetKey(["serving", name])
+
+
+def stg(name: str) -> dg.AssetKey:
+    return dg.AssetKey(["staging", name])
 
 
 def test_dbt_env_from_embedded_url():
@@ -114,10 +123,20 @@ def test_project_manifest_is_fresh_and_lists_every_view():
     assert not manifest_is_stale()  # importing resources.dbt made sure of it
     manifest = json.loads(DBT_PROJECT.manifest_path.read_text())
     models = {n["name"]: n for n in manifest["nodes"].values() if n["resource_type"] == "model"}
-    assert set(models) == VIEWS
-    for node in models.values():
-        assert node["schema"] == "serving"  # generate_schema_name: not "serving_serving"
+    assert set(models) == VIEWS | STAGING
+    for name, node in models.items():
+        # generate_schema_name: not "serving_serving"
+        assert node["schema"] == ("staging" if name in STAGING else "serving")
         assert node["config"]["materialized"] == "view"
+        # the columns Superset depends on cannot change silently
+        assert node["config"]["contract"]["enforced"] is (name in VIEWS), name
+        if name in VIEWS:
+            assert all(c["data_type"] for c in node["columns"].values()), name
+    unit_tests = {t["name"]: t["model"] for t in manifest["unit_tests"].values()}
+    assert unit_tests == {
+        "quota_breaches_counts_the_24_hours_ending_with_each_breach": "quota_breaches",
+        "daily_summary_breaks_a_top_app_tie_by_name": "daily_summary",
+    }
 
 
 def test_definitions_lineage_from_sources_to_every_view():
@@ -127,12 +146,21 @@ def test_definitions_lineage_from_sources_to_every_view():
     parents = {k: set(graph.get(k).parent_keys) for k in serving_views.keys}
     a = dg.AssetKey
     assert parents == {
-        key("antenna_traffic_hourly"): {a("bytes_hourly")},
-        key("app_usage_hourly"): {a("bytes_hourly")},
-        key("user_usage_hourly"): {a("bytes_hourly"), a("user_metadata")},
-        key("quota_breaches"): {a("user_quota_limit"), a("user_metadata")},
-        key("live_traffic_5min"): {a("device_events")},
-        key("daily_summary"): {key(v) for v in VIEWS - {"daily_summary", "live_traffic_5min"}},
+        # staging renames each source once ...
+        stg("stg_bytes_hourly"): {a("bytes_hourly")},
+        stg("stg_user_quota_limit"): {a("user_quota_limit")},
+        stg("stg_user_metadata"): {a("user_metadata")},
+        stg("stg_bytes"): {a("device_events")},
+        # ... and the serving views read only staging (or each other)
+        key("antenna_traffic_hourly"): {stg("stg_bytes_hourly")},
+        key("app_usage_hourly"): {stg("stg_bytes_hourly")},
+        key("user_usage_hourly"): {stg("stg_bytes_hourly"), stg("stg_user_metadata")},
+        key("quota_breaches"): {stg("stg_user_quota_limit"), stg("stg_user_metadata")},
+        key("live_traffic_5min"): {stg("stg_bytes")},
+        key("live_antenna_5min"): {stg("stg_bytes")},
+        key("live_app_5min"): {stg("stg_bytes")},
+        key("live_user_5min"): {stg("stg_bytes"), stg("stg_user_metadata")},
+        key("daily_summary"): {key(v) for v in VIEWS - {"daily_summary"} - LIVE},
     }
 
     def ancestors(k: dg.AssetKey) -> set[dg.AssetKey]:
@@ -148,7 +176,8 @@ def test_definitions_lineage_from_sources_to_every_view():
     batch_defined = graph.has(a("bytes_hourly")) and graph.get(a("bytes_hourly")).is_materializable
     for view in serving_views.keys:
         assert graph.get(view).group_name == "serving"
-        if batch_defined:  # the batch assets depend on device_events: one lineage graph
+        # the batch assets depend on device_events: one lineage graph to every serving view
+        if batch_defined and view.path[0] == "serving":
             assert a("device_events") in ancestors(view)
 
 
@@ -162,7 +191,7 @@ def test_dbt_tests_become_asset_checks_and_the_sensor_runs_by_default():
     ) in checks
     assert ("daily_summary", "unique_daily_summary_day") in checks
     assert {"unique_combination_antenna_traffic_hourly_hour__antenna_id"} <= {c[1] for c in checks}
-    assert {c[0] for c in checks} == VIEWS
+    assert {c[0] for c in checks} == VIEWS | (STAGING - {"stg_user_quota_limit"})
     sensor = defs.resolve_sensor_def("serving_automation")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
@@ -195,7 +224,9 @@ def test_views_rebuild_after_a_batch_hour_and_a_lake_hour():
             defs=defs, instance=instance, cursor=first.cursor
         )
         # old hours that were never computed (before 22:00) do not hold the views back
-        assert requested(after_batch) == VIEWS - {"live_traffic_5min"}
+        assert (
+            requested(after_batch) == (VIEWS | {"stg_bytes_hourly", "stg_user_quota_limit"}) - LIVE
+        )
         again = dg.evaluate_automation_conditions(
             defs=defs, instance=instance, cursor=after_batch.cursor
         )
@@ -206,7 +237,7 @@ def test_views_rebuild_after_a_batch_hour_and_a_lake_hour():
         after_lake = dg.evaluate_automation_conditions(
             defs=defs, instance=instance, cursor=again.cursor
         )
-        assert requested(after_lake) == {"live_traffic_5min"}
+        assert requested(after_lake) == LIVE | {"stg_bytes"}
 
 
 def test_prune_run_targets_keeps_the_newest(tmp_path: Path):

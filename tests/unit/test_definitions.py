@@ -9,9 +9,13 @@ SERVING = [
     "app_usage_hourly",
     "daily_summary",
     "live_traffic_5min",
+    "live_antenna_5min",
+    "live_app_5min",
+    "live_user_5min",
     "quota_breaches",
     "user_usage_hourly",
 ]
+STAGING = ["stg_user_metadata", "stg_bytes", "stg_bytes_hourly", "stg_user_quota_limit"]
 
 
 def test_asset_keys():
@@ -22,6 +26,7 @@ def test_asset_keys():
         "bytes_hourly",
         "user_quota_limit",
         *(f"serving/{m}" for m in SERVING),
+        *(f"staging/{m}" for m in STAGING),
     }
 
 
@@ -31,7 +36,7 @@ def test_lineage_runs_from_the_lake_through_the_batch_to_every_view():
         parents = {k.to_user_string() for k in graph.get(dg.AssetKey(batch)).parent_keys}
         assert {"device_events", "user_metadata"} <= parents
     allowed = {"bytes_hourly", "user_quota_limit", "user_metadata", "device_events"}
-    allowed |= {f"serving/{m}" for m in SERVING}
+    allowed |= {f"serving/{m}" for m in SERVING} | {f"staging/{m}" for m in STAGING}
 
     def ancestors(key: dg.AssetKey) -> set[str]:
         out: set[str] = set()
