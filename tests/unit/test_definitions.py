@@ -16,6 +16,7 @@ SERVING = [
     "user_usage_hourly",
 ]
 STAGING = ["stg_user_metadata", "stg_bytes", "stg_bytes_hourly", "stg_user_quota_limit"]
+DASHBOARDS = ["live_traffic", "hourly_usage", "quota", "daily_summary"]
 
 
 def test_asset_keys():
@@ -27,6 +28,7 @@ def test_asset_keys():
         "user_quota_limit",
         *(f"serving/{m}" for m in SERVING),
         *(f"staging/{m}" for m in STAGING),
+        *(f"dashboards/{d}" for d in DASHBOARDS),
     }
 
 
@@ -93,3 +95,18 @@ def test_stream_job_runs_in_process_and_has_no_runtime_limit():
     job = defs.resolve_job_def("device_stream_job")
     assert job.executor_def.name == "in_process"
     assert int(job.tags["dagster/max_runtime"]) >= 365 * 86400
+
+
+def test_dashboards_are_superset_assets_downstream_of_the_views_they_chart():
+    graph = defs.resolve_asset_graph()
+    expected = {
+        "live_traffic": {"live_antenna_5min", "live_app_5min", "live_user_5min"},
+        "hourly_usage": {"antenna_traffic_hourly", "app_usage_hourly", "user_usage_hourly"},
+        "quota": {"quota_breaches"},
+        "daily_summary": {"daily_summary"},
+    }
+    for name, views in expected.items():
+        node = graph.get(dg.AssetKey(["dashboards", name]))
+        assert node.group_name == "dashboards"
+        assert node.kinds == {"superset"}
+        assert {k.to_user_string() for k in node.parent_keys} == {f"serving/{v}" for v in views}
