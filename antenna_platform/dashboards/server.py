@@ -84,23 +84,29 @@ def ensure_metadata_database(settings: Settings) -> None:
         ) from None
 
 
-def setup(settings: Settings, slugs: list[str] | None = None, timeout: float = 600) -> dict:
+def setup(
+    settings: Settings,
+    slugs: list[str] | None = None,
+    bundle: dict[str, str] | None = None,
+    timeout: float = 600,
+) -> dict:
     """Upgrade Superset's metadata, ensure the admin user, import the bundle (idempotent).
 
     Works whether or not the server runs (Superset's importer writes the metadata
-    database directly). Returns {"dashboards": {slug: id}, "charts": n}.
+    database directly). `bundle` ({path: yaml}) replaces the one in superset/assets.
+    Returns {"dashboards": {slug: id}, "charts": n}.
     """
     if not installed():
         raise ServiceError(f"superset: not installed: {INSTALL_HINT}")
     ensure_metadata_database(settings)
     password, _ = credentials.admin_password(settings)
-    contents = bundles.import_contents(settings, slugs)
+    contents = bundles.import_contents(settings, slugs, bundle)
     request = {
         "admin_user": ADMIN_USER,
         "admin_password": password,
         "contents": contents,
         "passwords": {bundles.DATABASE_FILE: credentials.reader_password(settings)},
-        "slugs": list(bundles.dashboards() if slugs is None else slugs),
+        "slugs": list(bundles.dashboards(bundle) if slugs is None else slugs),
     }
     _, log = _files(settings)
     log.parent.mkdir(parents=True, exist_ok=True)
