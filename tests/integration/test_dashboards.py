@@ -399,7 +399,7 @@ def test_the_reader_role_reads_serving_only_and_cannot_write(dashboards):
         assert conn.execute("select count(*) from serving.quota_breaches").fetchone()[0] > 0
         denied = [
             "select * from public.user_metadata",
-            "select * from staging.stg_bytes",
+            "select * from public.bytes",
             "insert into public.user_metadata values ('x', 'x', 'x@example.com', 1)",
             "update public.user_metadata set quota = 0",
             "delete from public.bytes_hourly",

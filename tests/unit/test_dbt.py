@@ -45,10 +45,6 @@ def key(name: str) -> dg.AssetKey:
     return dg.AssetKey(["serving", name])
 
 
-def stg(name: str) -> dg.AssetKey:
-    return dg.AssetKey(["staging", name])
-
-
 def test_dbt_env_from_embedded_url():
     env = dbt_env("postgresql://postgres@127.0.0.1:55432/antenna")
     assert env == {
@@ -125,9 +121,9 @@ def test_project_manifest_is_fresh_and_lists_every_view():
     models = {n["name"]: n for n in manifest["nodes"].values() if n["resource_type"] == "model"}
     assert set(models) == VIEWS | STAGING
     for name, node in models.items():
-        # generate_schema_name: not "serving_serving"
-        assert node["schema"] == ("staging" if name in STAGING else "serving")
-        assert node["config"]["materialized"] == "view"
+        # staging is inlined (ephemeral); generate_schema_name: "serving", not "serving_serving"
+        assert node["config"]["materialized"] == ("ephemeral" if name in STAGING else "view")
+        assert name in STAGING or node["schema"] == "serving"
         # the columns Superset depends on cannot change silently
         assert node["config"]["contract"]["enforced"] is (name in VIEWS), name
         if name in VIEWS:
@@ -145,21 +141,16 @@ def test_definitions_lineage_from_sources_to_every_view():
     graph = defs.resolve_asset_graph()
     parents = {k: set(graph.get(k).parent_keys) for k in serving_views.keys}
     a = dg.AssetKey
+    # the ephemeral staging models are no assets: lineage runs through them to the sources
     assert parents == {
-        # staging renames each source once ...
-        stg("stg_bytes_hourly"): {a("bytes_hourly")},
-        stg("stg_user_quota_limit"): {a("user_quota_limit")},
-        stg("stg_user_metadata"): {a("user_metadata")},
-        stg("stg_bytes"): {a("device_events")},
-        # ... and the serving views read only staging (or each other)
-        key("antenna_traffic_hourly"): {stg("stg_bytes_hourly")},
-        key("app_usage_hourly"): {stg("stg_bytes_hourly")},
-        key("user_usage_hourly"): {stg("stg_bytes_hourly"), stg("stg_user_metadata")},
-        key("quota_breaches"): {stg("stg_user_quota_limit"), stg("stg_user_metadata")},
-        key("live_traffic_5min"): {stg("stg_bytes")},
-        key("live_antenna_5min"): {stg("stg_bytes")},
-        key("live_app_5min"): {stg("stg_bytes")},
-        key("live_user_5min"): {stg("stg_bytes"), stg("stg_user_metadata")},
+        key("antenna_traffic_hourly"): {a("bytes_hourly")},
+        key("app_usage_hourly"): {a("bytes_hourly")},
+        key("user_usage_hourly"): {a("bytes_hourly"), a("user_metadata")},
+        key("quota_breaches"): {a("user_quota_limit"), a("user_metadata")},
+        key("live_traffic_5min"): {a("device_events")},
+        key("live_antenna_5min"): {a("device_events")},
+        key("live_app_5min"): {a("device_events")},
+        key("live_user_5min"): {a("device_events"), a("user_metadata")},
         key("daily_summary"): {key(v) for v in VIEWS - {"daily_summary"} - LIVE},
     }
 
@@ -176,8 +167,7 @@ def test_definitions_lineage_from_sources_to_every_view():
     batch_defined = graph.has(a("bytes_hourly")) and graph.get(a("bytes_hourly")).is_materializable
     for view in serving_views.keys:
         assert graph.get(view).group_name == "serving"
-        # the batch assets depend on device_events: one lineage graph to every serving view
-        if batch_defined and view.path[0] == "serving":
+        if batch_defined:  # the batch assets depend on device_events: one lineage graph
             assert a("device_events") in ancestors(view)
 
 
@@ -191,7 +181,7 @@ def test_dbt_tests_become_asset_checks_and_the_sensor_runs_by_default():
     ) in checks
     assert ("daily_summary", "unique_daily_summary_day") in checks
     assert {"unique_combination_antenna_traffic_hourly_hour__antenna_id"} <= {c[1] for c in checks}
-    assert {c[0] for c in checks} == VIEWS | (STAGING - {"stg_user_quota_limit"})
+    assert {c[0] for c in checks} == VIEWS
     sensor = defs.resolve_sensor_def("serving_automation")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
@@ -224,9 +214,7 @@ def test_views_rebuild_after_a_batch_hour_and_a_lake_hour():
             defs=defs, instance=instance, cursor=first.cursor
         )
         # old hours that were never computed (before 22:00) do not hold the views back
-        assert (
-            requested(after_batch) == (VIEWS | {"stg_bytes_hourly", "stg_user_quota_limit"}) - LIVE
-        )
+        assert requested(after_batch) == VIEWS - LIVE
         again = dg.evaluate_automation_conditions(
             defs=defs, instance=instance, cursor=after_batch.cursor
         )
@@ -237,7 +225,7 @@ def test_views_rebuild_after_a_batch_hour_and_a_lake_hour():
         after_lake = dg.evaluate_automation_conditions(
             defs=defs, instance=instance, cursor=again.cursor
         )
-        assert requested(after_lake) == LIVE | {"stg_bytes"}
+        assert requested(after_lake) == LIVE
 
 
 def test_prune_run_targets_keeps_the_newest(tmp_path: Path):

@@ -15,7 +15,6 @@ SERVING = [
     "quota_breaches",
     "user_usage_hourly",
 ]
-STAGING = ["stg_user_metadata", "stg_bytes", "stg_bytes_hourly", "stg_user_quota_limit"]
 DASHBOARDS = ["live_traffic", "hourly_usage", "quota", "daily_summary"]
 
 
@@ -27,7 +26,6 @@ def test_asset_keys():
         "bytes_hourly",
         "user_quota_limit",
         *(f"serving/{m}" for m in SERVING),
-        *(f"staging/{m}" for m in STAGING),
         *(f"dashboards/{d}" for d in DASHBOARDS),
     }
 
@@ -38,7 +36,7 @@ def test_lineage_runs_from_the_lake_through_the_batch_to_every_view():
         parents = {k.to_user_string() for k in graph.get(dg.AssetKey(batch)).parent_keys}
         assert {"device_events", "user_metadata"} <= parents
     allowed = {"bytes_hourly", "user_quota_limit", "user_metadata", "device_events"}
-    allowed |= {f"serving/{m}" for m in SERVING} | {f"staging/{m}" for m in STAGING}
+    allowed |= {f"serving/{m}" for m in SERVING}
 
     def ancestors(key: dg.AssetKey) -> set[str]:
         out: set[str] = set()
