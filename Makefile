@@ -51,7 +51,7 @@ dbt-manifest: $(DBT_MANIFEST) ## dbt parse (no database needed): Dagster loads t
 
 demo: install dbt-manifest $(DASHBOARD) ## services, traffic, Dagster UI on :3000, dashboards on :8088
 	@scripts/check_prereqs.sh
-	$(BIN)/antenna demo
+	$(BIN)/antenna demo $(DEMO_ARGS)
 
 test: install dbt-manifest superset-install browser ## run every test against real embedded services
 	@scripts/check_prereqs.sh

@@ -201,24 +201,30 @@ def ensure_reader_role(conn: psycopg.Connection, role: str, password: str, datab
 
     It gets CONNECT on the database, USAGE on `serving`, SELECT on its views and, through
     default privileges of the role running this (the one dbt runs as), on every view dbt
-    creates there later. Nothing on `public`, `staging` or any other schema, no writes.
+    creates there later. Nothing on `public` or any other schema, no writes.
     """
     ident = sql.Identifier(role)
-    with conn.transaction():  # a savepoint: another database's provisioner may race us
+    schema = sql.Identifier(SERVING_SCHEMA)
+    found = conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone()
+    if not found:
         try:
-            exists = conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone()
-            if not exists:
+            with conn.transaction():  # a savepoint: another database's provisioner may race us
                 conn.execute(
                     sql.SQL(
                         "create role {} login nosuperuser nocreatedb nocreaterole noinherit"
                     ).format(ident)
                 )
-        except psycopg.errors.DuplicateObject:
-            pass
-    schema = sql.Identifier(SERVING_SCHEMA)
-    conn.execute(
-        sql.SQL("alter role {} with login password {}").format(ident, sql.Literal(password))
-    )
+        except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
+            found = True
+    try:
+        with conn.transaction():
+            conn.execute(
+                sql.SQL("alter role {} with login password {}").format(ident, sql.Literal(password))
+            )
+    except psycopg.errors.InsufficientPrivilege:
+        if not found:
+            raise
+        # created by an administrator, who set its password (= ANTENNA_READER_PASSWORD)
     conn.execute(sql.SQL("create schema if not exists {}").format(schema))
     conn.execute(
         sql.SQL("grant connect on database {} to {}").format(sql.Identifier(database), ident)

@@ -232,6 +232,39 @@ def test_import_is_idempotent_and_updates_an_edited_chart(dashboards):
     assert got["slice_name"] == "Who went over, and by how much"
 
 
+def test_a_chart_edited_in_superset_exports_back_into_the_bundle(dashboards, tmp_path):
+    """The round trip of the README: edit in the UI (here its API), export, merge, re-import."""
+    from antenna_platform.dashboards.export import fetch_export, merge_export
+
+    d = dashboards
+    s = api(d)
+    csrf = s.get(f"{d.url}/api/v1/security/csrf_token/", timeout=60).json()["result"]
+    s.headers.update({"X-CSRFToken": csrf, "Referer": d.url})
+    cid = chart_ids(s, d)["quota_breaches_per_hour"]
+    bundle_dir = tmp_path / "assets"
+    shutil.copytree(bundles.BUNDLE_DIR, bundle_dir)
+    before = bundles.read_bundle(bundle_dir)
+    try:
+        res = s.put(f"{d.url}/api/v1/chart/{cid}", json={"slice_name": "Breaches (from the UI)"})
+        assert res.status_code == 200, res.text
+        merged = merge_export(fetch_export(d.settings, ["quota"]), bundle_dir)
+        after = bundles.read_bundle(bundle_dir)
+        assert merged["added"] == []  # every exported object was already in the bundle
+        assert "charts/quota_breaches_per_hour.yaml" in merged["replaced"]
+        assert set(after) == set(before)
+        assert after[bundles.DATABASE_FILE] == before[bundles.DATABASE_FILE]  # no address, no pw
+        chart = yaml.safe_load(after["charts/quota_breaches_per_hour.yaml"])
+        assert chart["slice_name"] == "Breaches (from the UI)"
+        assert chart["query_context"]  # what the data API and reports run
+        server.setup(d.settings, ["quota"], bundle=after)  # the exported YAML imports as is
+        res = s.get(f"{d.url}/api/v1/chart/{cid}/data/", params={"force": "true"}, timeout=120)
+        assert res.status_code == 200
+    finally:
+        server.setup(d.settings, ["quota"])  # the repository's bundle again
+    got = s.get(f"{d.url}/api/v1/chart/{cid}", timeout=60).json()["result"]
+    assert got["slice_name"] == "Breaches per hour"
+
+
 def ms(value: float) -> datetime:
     return datetime.fromtimestamp(value / 1000, UTC).replace(tzinfo=None)
 
