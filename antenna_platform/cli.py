@@ -19,12 +19,9 @@ def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     print(
         f"topic     {settings.topic!r} ready ({settings.topic_partitions} partitions when created)"
     )
-    if settings.dashboard:
-        from antenna_platform.dashboards import server  # noqa: PLC0415
-        from antenna_platform.warehouse import provision  # noqa: PLC0415
+    from antenna_platform.dashboards import server  # noqa: PLC0415
 
-        provision(settings)  # the read-only role the dashboards connect as
-        print("\n".join(server.up(settings)))
+    print("\n".join(server.up(settings)))  # Superset, unless ANTENNA_DASHBOARD=0
     return 0
 
 

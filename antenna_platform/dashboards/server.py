@@ -240,8 +240,7 @@ def up(settings: Settings) -> list[str]:
         return ["superset  off (ANTENNA_DASHBOARD=0)"]
     if not installed():
         raise ServiceError(f"superset: not installed: {INSTALL_HINT}")
-    _, generated = credentials.admin_password(settings)
-    password, _ = credentials.admin_password(settings)
+    password, generated = credentials.admin_password(settings)
     st = start(settings)
     lines = [f"superset  {'running' if st.running else 'DOWN':8s} {st.address}  [embedded]"]
     if generated:
