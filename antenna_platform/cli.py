@@ -19,10 +19,16 @@ def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     print(
         f"topic     {settings.topic!r} ready ({settings.topic_partitions} partitions when created)"
     )
+    from antenna_platform.dashboards import server  # noqa: PLC0415
+
+    print("\n".join(server.up(settings)))  # Superset, unless ANTENNA_DASHBOARD=0
     return 0
 
 
 def _cmd_down(settings: Settings, args: argparse.Namespace) -> int:
+    from antenna_platform.dashboards import server  # noqa: PLC0415
+
+    server.stop(settings)  # before Postgres, which holds its metadata
     services.down(settings)
     print("embedded services stopped")
     return 0
@@ -95,8 +101,8 @@ def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="antenna", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start embedded Postgres and Kafka (idempotent)")
-    sub.add_parser("down", help="stop the embedded services")
+    sub.add_parser("up", help="start embedded Postgres, Kafka and Superset (idempotent)")
+    sub.add_parser("down", help="stop the embedded services and Superset")
     st = sub.add_parser("status", help="services, stream offsets and lag, lake, last batch hour")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     pr = sub.add_parser("provision", help="create tables, seed user_metadata, create the topic")

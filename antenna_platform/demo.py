@@ -94,9 +94,15 @@ def run(settings: Settings, port: int = 3000, rate: float = 1.0) -> int:
             file=sys.stderr,
         )
         return 2
+    from antenna_platform.dashboards import server as superset  # noqa: PLC0415
+
     was_running = {
         s.name: s.running
-        for s in (services.postgres_state(settings), services.broker_state(settings))
+        for s in (
+            services.postgres_state(settings),
+            services.broker_state(settings),
+            superset.state(settings),
+        )
     }
     print("starting services ...", flush=True)
     services.up(settings)
@@ -112,6 +118,7 @@ def run(settings: Settings, port: int = 3000, rate: float = 1.0) -> int:
     live: subprocess.Popen | None = None
     dagster: subprocess.Popen | None = None
     try:
+        print("\n".join(superset.up(settings)), flush=True)  # unless ANTENNA_DASHBOARD=0
         start = (datetime.now(UTC) - timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
         print(f"sending 3 past hours of traffic from {start:%Y-%m-%d %H:00} UTC (for backfills)")
         history = subprocess.Popen(
@@ -170,6 +177,8 @@ def run(settings: Settings, port: int = 3000, rate: float = 1.0) -> int:
             _terminate_runs(port)
         _stop(dagster, "dagster dev", timeout=60)
         _stop_run_workers(str(settings.dagster_home))
+        if not was_running["superset"]:
+            superset.stop(settings)
         if not was_running["kafka"]:
             services.stop_broker(settings)
         if not was_running["postgres"]:

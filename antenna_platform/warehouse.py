@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import unquote, urlsplit
 
 import psycopg
+from psycopg import sql
 
-from antenna_platform.config import ConfigError, Settings, redact_url
+from antenna_platform.config import READER_ROLE, ConfigError, Settings, redact_url
 
 SPEED_TYPES = ("antenna_total_bytes", "user_total_bytes", "app_total_bytes")
 BATCH_TYPES = ("antenna_total_bytes", "email_total_bytes", "app_total_bytes")
@@ -218,12 +220,77 @@ def seed_users(conn: psycopg.Connection) -> int:
     return inserted
 
 
+SERVING_SCHEMA = "serving"
+
+
+def ensure_reader_role(conn: psycopg.Connection, role: str, password: str, database: str) -> None:
+    """A login role that can only SELECT schema `serving` (what the dashboards read).
+
+    It gets CONNECT on the database, USAGE on `serving`, SELECT on its views and, through
+    default privileges of the role running this (the one dbt runs as), on every view dbt
+    creates there later. Nothing on `public` or any other schema, no writes.
+    """
+    ident = sql.Identifier(role)
+    schema = sql.Identifier(SERVING_SCHEMA)
+    found = conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone()
+    if not found:
+        try:
+            with conn.transaction():  # a savepoint: another database's provisioner may race us
+                conn.execute(
+                    sql.SQL(
+                        "create role {} login nosuperuser nocreatedb nocreaterole noinherit"
+                    ).format(ident)
+                )
+        except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
+            found = True
+    try:
+        with conn.transaction():
+            conn.execute(
+                sql.SQL("alter role {} with login password {}").format(ident, sql.Literal(password))
+            )
+    except psycopg.errors.InsufficientPrivilege:
+        if not found:
+            raise
+        # created by an administrator, who set its password (= ANTENNA_READER_PASSWORD)
+    conn.execute(sql.SQL("create schema if not exists {}").format(schema))
+    conn.execute(
+        sql.SQL("grant connect on database {} to {}").format(sql.Identifier(database), ident)
+    )
+    conn.execute(sql.SQL("grant usage on schema {} to {}").format(schema, ident))
+    conn.execute(sql.SQL("grant select on all tables in schema {} to {}").format(schema, ident))
+    conn.execute(
+        sql.SQL("alter default privileges in schema {} grant select on tables to {}").format(
+            schema, ident
+        )
+    )
+
+
+def database_name(settings: Settings) -> str:
+    return unquote(urlsplit(settings.database_url).path.lstrip("/"))
+
+
 def provision(settings: Settings) -> dict[str, int]:
-    """Create every table idempotently and seed `user_metadata`. Returns counts."""
+    """Create every table idempotently and seed `user_metadata`. Returns counts.
+
+    With dashboards on (the default), also the read-only role Superset connects as.
+    """
     with transaction(settings) as conn:
         create_tables(conn)
         inserted = seed_users(conn)
         users = conn.execute("select count(*) from user_metadata").fetchone()[0]
+        if settings.dashboard:
+            from antenna_platform.dashboards.credentials import reader_password  # noqa: PLC0415
+
+            try:
+                ensure_reader_role(
+                    conn, READER_ROLE, reader_password(settings), database_name(settings)
+                )
+            except psycopg.errors.InsufficientPrivilege:
+                raise ConfigError(
+                    f"ANTENNA_DATABASE_URL: {redact_url(settings.database_url)} may not create "
+                    f"or alter role {READER_ROLE!r} for the dashboards (needs CREATEROLE); "
+                    "create it as in docs/serving.md, or set ANTENNA_DASHBOARD=0"
+                ) from None
     return {"seeded": inserted, "users": users}
 
 

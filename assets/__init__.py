@@ -1,10 +1,11 @@
 """Dagster assets and asset checks. Each module contributes to the lists below."""
 
 from assets.batch import batch_hourly
+from assets.dashboards import DASHBOARDS
 from assets.dbt import serving_views
 from assets.lake import device_events
 from assets.provisioning import user_metadata
 from assets.stream_health import stream_lag
 
-ASSETS: list = [user_metadata, device_events, serving_views, batch_hourly]
+ASSETS: list = [user_metadata, device_events, serving_views, batch_hourly, *DASHBOARDS]
 ASSET_CHECKS: list = [stream_lag]

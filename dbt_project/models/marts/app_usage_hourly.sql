@@ -2,18 +2,18 @@ with
 
 bytes_hourly as (
 
-    select * from {{ source('antenna', 'bytes_hourly') }}
+    select * from {{ ref('stg_bytes_hourly') }}
 
 ),
 
 app_bytes as (
 
     select
-        "timestamp" as hour,
-        id as app,
-        value as bytes
+        hour,
+        entity as app,
+        bytes
     from bytes_hourly
-    where type = 'app_total_bytes'
+    where kind = 'app'
 
 ),
 

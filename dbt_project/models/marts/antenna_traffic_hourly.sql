@@ -2,18 +2,18 @@ with
 
 bytes_hourly as (
 
-    select * from {{ source('antenna', 'bytes_hourly') }}
+    select * from {{ ref('stg_bytes_hourly') }}
 
 ),
 
 antenna_bytes as (
 
     select
-        "timestamp" as hour,
-        id as antenna_id,
-        value as bytes
+        hour,
+        entity as antenna_id,
+        bytes
     from bytes_hourly
-    where type = 'antenna_total_bytes'
+    where kind = 'antenna'
 
 ),
 

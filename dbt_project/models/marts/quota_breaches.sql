@@ -1,25 +1,14 @@
 with
 
-user_quota_limit as (
-
-    select * from {{ source('antenna', 'user_quota_limit') }}
-
-),
-
-user_metadata as (
-
-    select * from {{ source('antenna', 'user_metadata') }}
-
-),
-
 breaches as (
 
-    select
-        "timestamp" as hour,
-        email,
-        usage as bytes,
-        quota
-    from user_quota_limit
+    select * from {{ ref('stg_user_quota_limit') }}
+
+),
+
+users as (
+
+    select * from {{ ref('stg_user_metadata') }}
 
 ),
 
@@ -42,8 +31,8 @@ with_recent_count as (
 
 select
     with_recent_count.hour,
-    user_metadata.id as user_id,
-    user_metadata.name,
+    users.user_id,
+    users.name,
     with_recent_count.email,
     with_recent_count.bytes,
     with_recent_count.quota,
@@ -52,4 +41,4 @@ select
         / nullif(with_recent_count.quota, 0) as over_by_pct,
     with_recent_count.hours_over_last_24h
 from with_recent_count
-left join user_metadata on user_metadata.email = with_recent_count.email
+left join users on users.email = with_recent_count.email
