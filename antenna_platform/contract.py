@@ -81,7 +81,7 @@ def validate(obj: object, now: float | None = None, max_skew_s: int = 300) -> Ev
     ts = _parse_ts(obj["timestamp"], time.time() if now is None else now, max_skew_s)
     if isinstance(ts, str):
         return Rejected(ts)
-    dev, ant = _as_uuid(obj["id"]), _as_uuid(obj["antenna_id"])
+    dev, ant = as_uuid(obj["id"]), as_uuid(obj["antenna_id"])
     if dev is None:
         return Rejected("id: expected a UUID string")
     if ant is None:
@@ -97,14 +97,9 @@ def validate(obj: object, now: float | None = None, max_skew_s: int = 300) -> Ev
     if nbytes > MAX_BYTES_VALUE:
         return Rejected("bytes: implausibly large")
     app = obj["app"]
-    if not isinstance(app, str) or not app or len(app) > MAX_APP_LEN:
-        return Rejected(f"app: expected a non-empty string of at most {MAX_APP_LEN} characters")
-    if app not in _VALID_APPS:
-        if _CONTROL.search(app):
-            return Rejected("app: contains control characters")
-        if len(_VALID_APPS) >= _CACHE_MAX:
-            _VALID_APPS.clear()
-        _VALID_APPS.add(app)
+    problem = app_problem(app)
+    if problem is not None:
+        return Rejected(problem)
     return Event(ts, dev, ant, nbytes, app)
 
 
@@ -115,8 +110,9 @@ _VALID_IDS: dict[str, str] = {}  # UUID text as sent -> lower case
 _VALID_APPS: set[str] = set()
 
 
-def _as_uuid(value: object) -> str | None:
-    """The lower-case UUID, or None when `value` is not a UUID string."""
+def as_uuid(value: object) -> str | None:
+    """The lower-case UUID, or None when `value` is not a UUID string (the rule of `id`
+    and `antenna_id`; the columnar parser applies it once per distinct value)."""
     if not isinstance(value, str):
         return None
     low = _VALID_IDS.get(value)
@@ -127,6 +123,23 @@ def _as_uuid(value: object) -> str | None:
             _VALID_IDS.clear()
         low = _VALID_IDS[value] = value.lower()
     return low
+
+
+_APP_SHAPE = f"app: expected a non-empty string of at most {MAX_APP_LEN} characters"
+
+
+def app_problem(value: object) -> str | None:
+    """Why `value` is not a valid `app`, or None when it is (the rule of `app`; the
+    columnar parser applies it once per distinct value)."""
+    if not isinstance(value, str) or not value or len(value) > MAX_APP_LEN:
+        return _APP_SHAPE
+    if value not in _VALID_APPS:
+        if _CONTROL.search(value):
+            return "app: contains control characters"
+        if len(_VALID_APPS) >= _CACHE_MAX:
+            _VALID_APPS.clear()
+        _VALID_APPS.add(value)
+    return None
 
 
 def parse(
