@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import repeat
+from operator import attrgetter
 from typing import Any, Protocol
 
 import orjson
@@ -51,6 +52,7 @@ DeadLetter = tuple[int, int, bytes | None, str, datetime]
 
 MAX_TS_SECONDS = 100_000_000_000  # above this the contract says "looks like milliseconds"
 _TS_TYPE = SCHEMA.field("timestamp").type
+_OFFSET, _VALUE, _TIMESTAMP = (attrgetter(a) for a in ("offset", "value", "timestamp"))
 _EMPTY: dict[str, Any] = {}  # stands for a value that is not a JSON object (never mutated)
 
 
@@ -135,9 +137,9 @@ def parse_records(
     """`parse_chunk` over kafka-python `ConsumerRecord`s of one partition (offset order)."""
     return parse_chunk(
         partition,
-        [r.offset for r in records],
-        [r.value for r in records],
-        [r.timestamp for r in records],
+        list(map(_OFFSET, records)),
+        list(map(_VALUE, records)),
+        list(map(_TIMESTAMP, records)),
         now=now,
         max_skew_s=max_skew_s,
     )
@@ -193,7 +195,7 @@ def parse_chunk(
     big = _too_big(values)
     if big:
         ok = pc.and_(ok, pa.array([i not in big for i in range(n)]))
-    table = pa.table(
+    table = pa.Table.from_arrays(  # (pa.table would look for pandas first)
         [
             pc.multiply(ts, 1_000_000).cast(_TS_TYPE),
             dev,
@@ -236,7 +238,7 @@ def parse_chunk(
 def events_table(events: Sequence[Event], partition: int, offsets: Sequence[int]) -> pa.Table:
     """`Event`s of one partition as a lake table (what `lake.build_table` builds)."""
     n = len(events)
-    return pa.table(
+    return pa.Table.from_arrays(
         [
             pa.array([e.ts * 1_000_000 for e in events], pa.int64()).cast(_TS_TYPE),
             pa.array([e.id for e in events], pa.string()),
@@ -401,8 +403,8 @@ def window_totals(
             _python_deltas(out.deltas, starts, cols, nbytes)
         else:
             for typ, col in cols.items():
-                g = pa.table({"s": starts, "k": col, "b": nbytes}).group_by(["s", "k"])
-                g = g.aggregate([("b", "sum")])
+                g = pa.Table.from_arrays([starts, col, nbytes], names=["s", "k", "b"])
+                g = g.group_by(["s", "k"], use_threads=False).aggregate([("b", "sum")])
                 deltas = out.deltas
                 for s, k, v in zip(
                     g.column("s").to_pylist(),
