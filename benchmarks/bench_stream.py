@@ -56,7 +56,7 @@ from antenna_platform.warehouse import connect, device_id, provision  # noqa: E4
 
 class Quiet(Hooks):
     def log(self, msg: str) -> None:
-        if "failed" in msg or "error" in msg.lower():
+        if not msg.startswith("stream: ") and ("failed" in msg or "error" in msg.lower()):
             print("   ", msg, file=sys.stderr)
 
     def hour_closed(self, hour, metadata) -> None:

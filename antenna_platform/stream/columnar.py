@@ -42,6 +42,7 @@ from antenna_platform.contract import (
     app_problem,
     as_uuid,
     parse,
+    reject_undecodable,
 )
 from antenna_platform.lake import SCHEMA
 from antenna_platform.stream.windows import ANTENNA, APP, USER, WINDOW_S, BatchTotals
@@ -174,7 +175,8 @@ def parse_chunk(
     if n > 1 and not pc.all(pc.greater(offs.slice(1), offs.slice(0, n - 1))).as_py():
         raise ValueError(f"parse_chunk: offsets of partition {partition} not ascending")
 
-    ts_l, id_l, ant_l, bytes_l, app_l = _columns(_decode(values))
+    objs, undecodable = _decode(values)
+    ts_l, id_l, ant_l, bytes_l, app_l = _columns(objs)
     ts = _ints(ts_l)
     nbytes = _ints(bytes_l)
     dev = _per_distinct(_strings(id_l), as_uuid)
@@ -221,7 +223,7 @@ def parse_chunk(
     dead_hours: list[int] = []
     for i in undecided:
         value = values[i]
-        res = parse(value, now, max_skew_s)
+        res = reject_undecodable(value) if i in undecodable else parse(value, now, max_skew_s)
         if type(res) is Event:
             more_events.append(res)
             more_offsets.append(offsets[i])
@@ -266,24 +268,37 @@ def event_seconds(table: pa.Table) -> pa.Array:
 
 
 # ---------------------------------------------------------------------- decoding helpers
-def _decode(values: Sequence[bytes | None]) -> list[Any]:
-    """orjson.loads of every value, an empty dict where it fails (the contract says why).
+def _decode(values: Sequence[bytes | None]) -> tuple[list[Any], set[int]]:
+    """orjson.loads of every value, an empty dict where it fails; and the indices where
+    it failed (the contract then says why without decoding again).
 
     `list.extend(map(...))` runs the loop in C; when a value fails, the values before it
     are already in the list and the iterator stands after it, so the loop resumes there.
+    Values that cannot start a JSON object (the contract rejects those without decoding)
+    are not decoded either: a JSONDecodeError costs microseconds, a flood of garbage must
+    stay cheap.
     """
+    n = len(values)
+    try:
+        starts = list(map(bytes.startswith, values, repeat(b"{", n)))
+    except TypeError:  # None (or a non-bytes value)
+        starts = [type(v) is bytes and v.startswith(b"{") for v in values]
+    if not all(starts):
+        values = [v if s else b"{}" for v, s in zip(values, starts, strict=True)]
     out: list[Any] = []
+    failed: set[int] = set()
     it = iter(values)
     loads = orjson.loads
     while True:
         try:
             out.extend(map(loads, it))
             break
-        except orjson.JSONDecodeError:  # also raised for None
+        except orjson.JSONDecodeError:
+            failed.add(len(out))
             out.append(_EMPTY)
-    if len(out) != len(values):  # never: the resume above keeps one item per value
-        raise AssertionError(f"decoded {len(out)} of {len(values)} values")
-    return out
+    if len(out) != n:  # never: the resume above keeps one item per value
+        raise AssertionError(f"decoded {len(out)} of {n} values")
+    return out, failed
 
 
 def _columns(objs: list[Any]) -> list[list[Any]]:
