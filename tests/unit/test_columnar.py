@@ -152,6 +152,8 @@ HOSTILE = [
     orjson.dumps({"bytes": 1, "timestamp": TS, "id": DEV, "antenna_id": ANT}),
     b"{" + b" " * MAX_MESSAGE_BYTES + b"}",
     good(pad="x" * MAX_MESSAGE_BYTES),  # valid JSON, too large
+    b'{"x":' + b"[" * 2000 + b"]" * 2000 + b"," + good()[1:],  # deeper than orjson allows
+    b'{"x":"\xed\xa0\x80",' + good()[1:],  # a surrogate encoded as UTF-8
     None,
 ]
 
