@@ -174,6 +174,9 @@ def _reject_undecoded(payload: bytes | None) -> Rejected | None:
     if payload[0] not in _OBJECT_STARTS:
         # cannot be a JSON object: rejected without parsing (a flood of garbage stays cheap)
         return _NOT_UTF8 if not _is_utf8(payload) else _NOT_OBJECT
+    if payload[0] == 0x7B and payload[-1] != 0x7D and not payload.rstrip(b" \t\r\n").endswith(b"}"):
+        # "{" but no "}" at the end: orjson would refuse it; a JSONDecodeError costs more
+        return _NOT_UTF8 if not _is_utf8(payload) else _NOT_JSON
     return None
 
 

@@ -33,8 +33,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import repeat
-from operator import attrgetter
+from itertools import compress, repeat
+from operator import and_, attrgetter, not_
 from typing import Any, Protocol
 
 import orjson
@@ -183,6 +183,53 @@ def parse_chunk(
     if n > 1 and not pc.all(pc.greater(offs.slice(1), offs.slice(0, n - 1))).as_py():
         raise ValueError(f"parse_chunk: offsets of partition {partition} not ascending")
 
+    shaped = _object_shaped(values)
+    if shaped is None:  # the usual case: every value looks like {...}
+        cand, others, cand_offs = values, [], offs
+    else:  # the others are left to the contract (most rejected without decoding)
+        keep, others = shaped
+        cand = [values[i] for i in keep]
+        cand_offs = offs.take(pa.array(keep, pa.int64()))
+    if cand:
+        table, undecided, undecodable = _fast_path(partition, cand, cand_offs, now, max_skew_s)
+        if shaped is not None:
+            undecided = sorted([keep[j] for j in undecided] + others)
+            undecodable = {keep[j] for j in undecodable}
+    else:
+        table, undecided, undecodable = SCHEMA.empty_table(), others, set()
+    if not undecided:
+        return ParsedChunk(partition, offsets[0], offsets[-1] + 1, table, [], [])
+
+    # the per-row contract decides the rest: every reject gets its exact reason
+    received = datetime.fromtimestamp(int(now), UTC).replace(tzinfo=None)
+    now_hour = int(now) // 3600 * 3600
+    more_events: list[Event] = []
+    more_offsets: list[int] = []
+    dead: list[DeadLetter] = []
+    dead_hours: list[int] = []
+    add_dead, add_hour = dead.append, dead_hours.append
+    for i in undecided:
+        value = values[i]
+        res = reject_undecodable(value) if i in undecodable else parse(value, now, max_skew_s)
+        if type(res) is Event:
+            more_events.append(res)
+            more_offsets.append(offsets[i])
+        else:
+            add_dead((partition, offsets[i], value, res[0], received))
+            t = timestamps_ms[i]
+            add_hour(t // 3_600_000 * 3600 if t and t > 0 else now_hour)
+    if more_events:
+        extra = events_table(more_events, partition, more_offsets)
+        table = pa.concat_tables([table, extra]).sort_by("kafka_offset")
+    return ParsedChunk(partition, offsets[0], offsets[-1] + 1, table, dead, dead_hours)
+
+
+def _fast_path(
+    partition: int, values: Sequence[bytes], offs: pa.Array, now: float, max_skew_s: int
+) -> tuple[pa.Table, list[int], set[int]]:
+    """The lake table of the values this path can accept (each `{...}`), the indices of the
+    others (for the contract), and those of the values orjson refused."""
+    n = len(values)
     objs, undecodable = _decode(values)
     ts_l, id_l, ant_l, bytes_l, app_l = _columns(objs)
     ts = _ints(ts_l)
@@ -218,31 +265,9 @@ def parse_chunk(
         schema=SCHEMA,
     )
     undecided = pc.indices_nonzero(pc.invert(ok)).to_pylist()
-    if not undecided:
-        return ParsedChunk(partition, offsets[0], offsets[-1] + 1, table, [], [])
-
-    # the per-row contract decides the rest: every reject gets its exact reason
-    table = table.filter(ok)
-    received = datetime.fromtimestamp(int(now), UTC).replace(tzinfo=None)
-    now_hour = int(now) // 3600 * 3600
-    more_events: list[Event] = []
-    more_offsets: list[int] = []
-    dead: list[DeadLetter] = []
-    dead_hours: list[int] = []
-    for i in undecided:
-        value = values[i]
-        res = reject_undecodable(value) if i in undecodable else parse(value, now, max_skew_s)
-        if type(res) is Event:
-            more_events.append(res)
-            more_offsets.append(offsets[i])
-        else:
-            dead.append((partition, offsets[i], value, res[0], received))
-            t = timestamps_ms[i]
-            dead_hours.append(t // 3_600_000 * 3600 if t and t > 0 else now_hour)
-    if more_events:
-        extra = events_table(more_events, partition, more_offsets)
-        table = pa.concat_tables([table, extra]).sort_by("kafka_offset")
-    return ParsedChunk(partition, offsets[0], offsets[-1] + 1, table, dead, dead_hours)
+    if undecided:
+        table = table.filter(ok)
+    return table, undecided, undecodable
 
 
 def events_table(events: Sequence[Event], partition: int, offsets: Sequence[int]) -> pa.Table:
@@ -276,23 +301,32 @@ def event_seconds(table: pa.Table) -> pa.Array:
 
 
 # ---------------------------------------------------------------------- decoding helpers
-def _decode(values: Sequence[bytes | None]) -> tuple[list[Any], set[int]]:
+def _object_shaped(values: Sequence[bytes | None]) -> tuple[list[int], list[int]] | None:
+    """None when every value is `{...}` (first byte "{", last "}"); else the indices of
+    those that are and of those that are not. Only the first go through orjson here: the
+    contract rejects most of the others without decoding, and a JSONDecodeError costs
+    microseconds (a flood of garbage must stay cheap)."""
+    n = len(values)
+    try:
+        starts = list(map(bytes.startswith, values, repeat(b"{", n)))
+        ends = list(map(bytes.endswith, values, repeat(b"}", n)))
+    except TypeError:  # None (or a non-bytes value)
+        starts = ends = [type(v) is bytes and v[:1] == b"{" and v[-1:] == b"}" for v in values]
+    if all(starts) and all(ends):
+        return None
+    shaped = list(map(and_, starts, ends))
+    keep = list(compress(range(n), shaped))
+    others = list(compress(range(n), map(not_, shaped)))
+    return keep, others
+
+
+def _decode(values: Sequence[bytes]) -> tuple[list[Any], set[int]]:
     """orjson.loads of every value, an empty dict where it fails; and the indices where
     it failed (the contract then says why without decoding again).
 
     `list.extend(map(...))` runs the loop in C; when a value fails, the values before it
     are already in the list and the iterator stands after it, so the loop resumes there.
-    Values that cannot start a JSON object (the contract rejects those without decoding)
-    are not decoded either: a JSONDecodeError costs microseconds, a flood of garbage must
-    stay cheap.
     """
-    n = len(values)
-    try:
-        starts = list(map(bytes.startswith, values, repeat(b"{", n)))
-    except TypeError:  # None (or a non-bytes value)
-        starts = [type(v) is bytes and v.startswith(b"{") for v in values]
-    if not all(starts):
-        values = [v if s else b"{}" for v, s in zip(values, starts, strict=True)]
     out: list[Any] = []
     failed: set[int] = set()
     it = iter(values)
@@ -304,8 +338,8 @@ def _decode(values: Sequence[bytes | None]) -> tuple[list[Any], set[int]]:
         except orjson.JSONDecodeError:
             failed.add(len(out))
             out.append(_EMPTY)
-    if len(out) != n:  # never: the resume above keeps one item per value
-        raise AssertionError(f"decoded {len(out)} of {n} values")
+    if len(out) != len(values):  # never: the resume above keeps one item per value
+        raise AssertionError(f"decoded {len(out)} of {len(values)} values")
     return out, failed
 
 
