@@ -49,9 +49,9 @@ from antenna_platform.config import load_settings, with_database  # noqa: E402
 from antenna_platform.contract import Event, parse  # noqa: E402
 from antenna_platform.stream import columnar, consumer  # noqa: E402
 from antenna_platform.stream.engine import Hooks, StreamEngine, StreamOptions  # noqa: E402
-from antenna_platform.stream.microbatch import MicroBatch  # noqa: E402
 from antenna_platform.stream.windows import BatchTotals, WindowAggregator  # noqa: E402
 from antenna_platform.warehouse import connect, device_id, provision  # noqa: E402
+from tests.per_row import PerRowBatch  # noqa: E402
 
 
 class Quiet(Hooks):
@@ -289,11 +289,12 @@ def _hot_path_polls(n: int, now: int) -> list[list[tuple[int, list[_Rec]]]]:
 
 
 def _per_row_path(batches, users: set[str], now: int) -> int:
-    """Today's path: MicroBatch.add at poll time; at commit the window deltas, the hour
-    counts and one Arrow table per partition and event hour (as lake.write_events)."""
+    """The per-row path (before the columnar hot path): contract.parse per record at poll
+    time; at commit the window deltas, the hour counts and one Arrow table per partition
+    and event hour (as lake.write_events)."""
     agg, valid = WindowAggregator(86_400), 0
     for polls in batches:
-        mb = MicroBatch(300)
+        mb = PerRowBatch(300)
         for p, recs in polls:
             mb.add(p, recs)
         totals = agg.aggregate({p: pb.events for p, pb in mb.parts.items()})
@@ -343,7 +344,7 @@ def _timed(fn, *args) -> tuple[float, object]:
 def bench_hot_path(n: int, repeats: int = 3) -> None:
     """Per-row against columnar on the same records, in this process (no broker, no I/O),
     in CPU time per event."""
-    import antenna_platform.stream.microbatch as microbatch_module
+    import tests.per_row as microbatch_module
 
     now = int(time.time())
     batches = _hot_path_polls(n, now)

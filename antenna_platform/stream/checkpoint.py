@@ -41,13 +41,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+import pyarrow as pa
 
 from antenna_platform import lake
-from antenna_platform.contract import Event
-from antenna_platform.stream import sinks
+from antenna_platform.stream import columnar, sinks
 from antenna_platform.stream.microbatch import MicroBatch
 from antenna_platform.stream.ownership import PartitionState, with_offsets
-from antenna_platform.stream.windows import WindowAggregator
+from antenna_platform.stream.windows import BatchTotals, WindowAggregator
 
 # the names `fault` is called with, in order (tests inject failures at each)
 STEPS = (
@@ -75,8 +75,7 @@ class PartitionCommit:
     partition: int
     state: PartitionState  # the claim it is committed under and where it starts
     next_offset: int
-    events: Sequence[Event]
-    offsets: Sequence[int]
+    table: pa.Table  # the valid events, lake schema, offset order
     max_event_ts: int | None
 
 
@@ -96,7 +95,7 @@ class CommitSnapshot:
 
     @property
     def events(self) -> int:
-        return sum(len(pc.events) for pc in self.parts)
+        return sum(pc.table.num_rows for pc in self.parts)
 
     @property
     def records(self) -> int:
@@ -124,7 +123,16 @@ class Checkpoint:
         self.positions: dict[int, int] = {}  # open partition -> next offset it accepts
         self.windows = WindowAggregator(watermark_s)  # includes batches frozen, not committed
         self.refused = 0  # records refused: partition not open, or offset not increasing
-        self.users: set[str] | None = None  # known device ids (None: not read yet)
+        self._users: pa.Array | None = None  # known device ids (None: not read yet)
+
+    @property
+    def users(self) -> pa.Array | None:
+        return self._users
+
+    @users.setter
+    def users(self, ids: set[str] | None) -> None:
+        """The device ids of `user_metadata` (events of others are counted as unknown)."""
+        self._users = None if ids is None else pa.array(sorted(ids), pa.string())
 
     # -- partitions
     def open(self, partition: int, state: PartitionState) -> None:
@@ -181,31 +189,41 @@ class Checkpoint:
         batch, self.batch = self.batch, None
         if not batch:
             return None
-        missing = sorted(set(batch.parts) - set(held))
+        missing = sorted(set(batch.partitions) - set(held))
         if missing:
             raise sinks.FencedError(f"partitions {missing} are no longer held")
-        totals = self.windows.aggregate({p: pb.events for p, pb in batch.parts.items()})
+        chunks = batch.merged()
+        totals = BatchTotals()
+        unknown: Counter[int] = Counter()
+        for p, chunk in chunks.items():
+            columnar.window_totals(
+                chunk.table,
+                p,
+                self.windows.committed.get(p),
+                self.windows.watermark_s,
+                totals=totals,
+            )
+            unknown.update(columnar.unknown_by_hour(chunk.table, self._users))
         self.windows.commit(totals)
         parts = tuple(
             PartitionCommit(
                 p,
                 held[p],
-                pb.next_offset,
-                pb.events,
-                pb.offsets,
+                chunk.next_offset,
+                chunk.table,
                 totals.max_ts.get(p, held[p].max_event_ts),
             )
-            for p, pb in sorted(batch.parts.items())
+            for p, chunk in chunks.items()
         )
         return CommitSnapshot(
             self.group,
             self.topic,
             parts,
-            tuple(d for pb in batch.parts.values() for d in pb.dead),
+            tuple(d for chunk in chunks.values() for d in chunk.dead),
             tuple(totals.sorted_rows()),
             dict(totals.late_by_hour),
-            dict(batch.unknown_by_hour(self.users)),
-            dict(batch.rejects_by_hour()),
+            dict(unknown),
+            dict(columnar.rejects_by_hour(h for c in chunks.values() for h in c.dead_hours)),
             live_topic_id,
         )
 
@@ -229,13 +247,17 @@ def commit(
     # 1. stage
     files: list[lake.LakeFile] = []
     for pc in snap.parts:
-        if pc.events:
-            offs = pc.offsets
-            name = f"p{pc.partition}-e{pc.state.epoch}-{offs[0]}-{offs[-1]}-{uuid.uuid4().hex[:8]}"
+        table = pc.table
+        if table.num_rows:
+            offs = table.column("kafka_offset")
+            name = (
+                f"p{pc.partition}-e{pc.state.epoch}-{offs[0].as_py()}-{offs[-1].as_py()}-"
+                f"{uuid.uuid4().hex[:8]}"
+            )
             try:
-                files += lake.write_events(
-                    root, pc.events, kafka_partition=pc.partition, kafka_offsets=offs, name=name
-                )
+                for hour, rows in columnar.split_by_hour(table):
+                    rel = f"{lake.hour_relpath(hour)}/{name}.parquet"
+                    files.append(lake.write_staged(root, rel, rows))
             except OSError as exc:
                 raise LakeWriteError(
                     f"cannot write the lake under {root} (ANTENNA_LAKE_DIR): "

@@ -42,7 +42,7 @@ from pathlib import Path
 import psycopg
 
 from antenna_platform.config import Settings
-from antenna_platform.stream import maintenance, sinks
+from antenna_platform.stream import columnar, maintenance, sinks
 from antenna_platform.stream.checkpoint import (
     Checkpoint,
     CommitResult,
@@ -440,6 +440,7 @@ class StreamEngine:
         closed, and the exception re-raised.
         """
         o, st = self.opts, self.stats
+        columnar.events_table([], 0, [])  # pyarrow imports pandas on first use: not mid-batch
         try:
             self._refresh_users()
         except Exception as exc:  # noqa: BLE001 - retried periodically

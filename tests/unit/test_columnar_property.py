@@ -1,4 +1,4 @@
-"""Property: the columnar path and the per-row path (MicroBatch.add = contract.parse per
+"""Property: the columnar path and the per-row path (PerRowBatch.add = contract.parse per
 record, WindowAggregator) agree on random mixes of valid and malformed payloads: the same
 accepted events at the same offsets, the same dead letters (reason included), the same
 reject and unknown-id hours, the same window deltas, late counts and max event times."""
@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from antenna_platform.contract import MAX_MESSAGE_BYTES, MIN_TS
-from antenna_platform.stream import columnar, microbatch
+from antenna_platform.stream import columnar
 from antenna_platform.stream.windows import BatchTotals, WindowAggregator
+from tests import per_row as per_row_module
 
 NOW = 1_790_000_000
 SKEW = 300
@@ -151,10 +152,10 @@ def partitions(draw):
 
 
 def per_row(parts):
-    """Today's path: MicroBatch.add at wall clock NOW."""
-    with mock.patch.object(microbatch, "time") as clock:
+    """The per-row path (contract.parse per record) at wall clock NOW."""
+    with mock.patch.object(per_row_module, "time") as clock:
         clock.time.return_value = NOW
-        mb = microbatch.MicroBatch(SKEW)
+        mb = per_row_module.PerRowBatch(SKEW)
         for p, recs in parts.items():
             mb.add(p, recs)
     return mb
