@@ -7,10 +7,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHON
 
-.PHONY: help install dbt-manifest demo test test-fast lint fmt up down status provision bench-stream bench-batch bench-hour clean
+.PHONY: help install superset-install browser dbt-manifest demo test test-fast lint fmt up down status provision bench-stream bench-batch bench-hour clean
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-17s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml constraints.txt
 	@scripts/check_prereqs.sh
@@ -22,6 +22,26 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP) ## create .venv and install pinned dependencies
 
+# Superset has its own venv: its pins (SQLAlchemy 1.4, Flask 2.3, pandas 2.1) clash with Dagster's.
+SUPERSET_VENV := .venv-superset
+SUPERSET_STAMP := $(SUPERSET_VENV)/.installed
+SUPERSET_CONSTRAINTS := superset/constraints-6.1.0.txt
+$(SUPERSET_STAMP): $(SUPERSET_CONSTRAINTS)
+	@scripts/check_prereqs.sh
+	@test -x $(SUPERSET_VENV)/bin/python || $(PYTHON) -m venv $(SUPERSET_VENV)
+	@echo "installing Superset 6.1.0 into $(SUPERSET_VENV) (first time: about 2 minutes)"
+	@$(SUPERSET_VENV)/bin/python -m pip install -q --disable-pip-version-check -c $(SUPERSET_CONSTRAINTS) 'apache-superset[postgres]==6.1.0' 2>&1 | { grep -v -E "^WARNING: Location|ignored: it is neither" || true; }
+	@$(SUPERSET_VENV)/bin/python -m pip check -q --disable-pip-version-check >/dev/null
+	@touch $(SUPERSET_STAMP)
+
+superset-install: $(SUPERSET_STAMP) ## create .venv-superset (Superset 6.1.0, pinned)
+
+# ANTENNA_DASHBOARD=0 leaves Superset out of `make demo` / `make up`.
+DASHBOARD := $(if $(filter 0 false no off,$(ANTENNA_DASHBOARD)),,superset-install)
+
+browser: ## Debian's chromium for the dashboard tests (installed when missing and root)
+	@scripts/ensure_chromium.sh
+
 DBT_MANIFEST := dbt_project/target/manifest.json
 DBT_INPUTS := $(shell find dbt_project -path dbt_project/target -prune -o -path dbt_project/logs -prune -o -type f -print)
 $(DBT_MANIFEST): $(STAMP) $(DBT_INPUTS)
@@ -29,11 +49,11 @@ $(DBT_MANIFEST): $(STAMP) $(DBT_INPUTS)
 
 dbt-manifest: $(DBT_MANIFEST) ## dbt parse (no database needed): Dagster loads the dbt assets from it
 
-demo: install dbt-manifest ## start services, provision, simulate traffic, Dagster UI on http://127.0.0.1:3000
+demo: install dbt-manifest $(DASHBOARD) ## services, traffic, Dagster UI on :3000, dashboards on :8088
 	@scripts/check_prereqs.sh
-	$(BIN)/antenna demo
+	$(BIN)/antenna demo $(DEMO_ARGS)
 
-test: install dbt-manifest ## run every test against real embedded services
+test: install dbt-manifest superset-install browser ## run every test against real embedded services
 	@scripts/check_prereqs.sh
 	$(BIN)/python -m pytest -v --durations=15 $(PYTEST_ARGS)
 
@@ -49,7 +69,7 @@ fmt: install ## ruff fix and format
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-up: install ## start embedded Postgres and Kafka
+up: install $(DASHBOARD) ## start embedded Postgres, Kafka and Superset
 	$(BIN)/antenna up
 
 down: install ## stop embedded services
@@ -70,6 +90,6 @@ bench-batch: install ## batch (Spark) benchmark beside DuckDB
 bench-hour: install dbt-manifest ## hour end -> rows in bytes_hourly, whole platform (waits for the next hour)
 	$(BIN)/python benchmarks/bench_hour.py $(BENCH_ARGS)
 
-clean: ## stop services and remove .antenna state (keeps .venv)
+clean: ## stop services and remove .antenna state (keeps .venv and .venv-superset)
 	-$(BIN)/antenna down
 	rm -rf .antenna

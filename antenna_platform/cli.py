@@ -22,14 +22,19 @@ def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     print(
         f"topic     {settings.topic!r} ready ({settings.topic_partitions} partitions when created)"
     )
+    from antenna_platform.dashboards import server  # noqa: PLC0415
+
+    print("\n".join(server.up(settings)))  # Superset, unless ANTENNA_DASHBOARD=0
     return 0
 
 
 def _cmd_down(settings: Settings, args: argparse.Namespace) -> int:
     from antenna_platform import demo  # noqa: PLC0415
+    from antenna_platform.dashboards import server  # noqa: PLC0415
 
     for line in demo.stop_demo(settings):
         print(line)
+    server.stop(settings)  # before Postgres, which holds its metadata
     services.down(settings)
     print("embedded services stopped")
     return 0
@@ -129,9 +134,10 @@ def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="antenna", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start embedded Postgres and Kafka (idempotent)")
+    sub.add_parser("up", help="start embedded Postgres, Kafka and Superset (idempotent)")
     sub.add_parser(
-        "down", help="stop a running demo (or what an earlier one left behind) and the services"
+        "down",
+        help="stop a running demo (or what an earlier one left behind), the services and Superset",
     )
     sub.add_parser(
         "env",

@@ -17,6 +17,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 PLATFORM_DB = "antenna"
 DAGSTER_DB = "dagster"
+SUPERSET_DB = "superset"  # Superset's own metadata (users, charts, dashboards)
+READER_ROLE = "antenna_reader"  # the least-privilege role dashboards read through
 
 
 class ConfigError(ValueError):
@@ -73,6 +75,17 @@ def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
+def _bool(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}: expected 1 or 0, got {raw!r}")
+
+
 def _path(env: dict[str, str], name: str, default: Path) -> Path:
     raw = env.get(name)
     p = Path(raw) if raw else default
@@ -104,6 +117,10 @@ class Settings:
     stream_workers: int
     stream_lag_warn_seconds: int
     stream_stale_seconds: int  # a STARTED stream run silent this long is given up on
+    dashboard: bool = True  # Superset dashboards on (ANTENNA_DASHBOARD=0 leaves them out)
+    superset_port: int = 8088
+    superset_admin_password: str | None = field(default=None, repr=False)
+    reader_password: str | None = field(default=None, repr=False)
     batch_pool_limit: int = 1  # batch (Spark) steps allowed to run at once
     alert_webhook_url: str | None = field(default=None, repr=False)  # secret
 
@@ -134,6 +151,10 @@ class Settings:
     @property
     def kafka_bootstrap_servers(self) -> str:
         return self.kafka_bootstrap_env or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def superset_url(self) -> str:
+        return f"http://127.0.0.1:{self.superset_port}"
 
     @property
     def partitions_start_dt(self) -> datetime:
@@ -205,6 +226,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         stream_stale_seconds=_int(
             env, "ANTENNA_STREAM_STALE_SECONDS", DEFAULT_STREAM_STALE_SECONDS, 30
         ),
+        dashboard=_bool(env, "ANTENNA_DASHBOARD", True),
+        superset_port=_int(env, "ANTENNA_SUPERSET_PORT", 8088, 1),
+        superset_admin_password=env.get("ANTENNA_SUPERSET_ADMIN_PASSWORD") or None,
+        reader_password=env.get("ANTENNA_READER_PASSWORD") or None,
         batch_pool_limit=_int(env, "ANTENNA_BATCH_POOL_LIMIT", 1, 1),
         alert_webhook_url=webhook,
     )

@@ -81,7 +81,7 @@ def validate(obj: object, now: float | None = None, max_skew_s: int = 300) -> Ev
     ts = _parse_ts(obj["timestamp"], time.time() if now is None else now, max_skew_s)
     if isinstance(ts, str):
         return Rejected(ts)
-    dev, ant = _as_uuid(obj["id"]), _as_uuid(obj["antenna_id"])
+    dev, ant = as_uuid(obj["id"]), as_uuid(obj["antenna_id"])
     if dev is None:
         return Rejected("id: expected a UUID string")
     if ant is None:
@@ -97,14 +97,9 @@ def validate(obj: object, now: float | None = None, max_skew_s: int = 300) -> Ev
     if nbytes > MAX_BYTES_VALUE:
         return Rejected("bytes: implausibly large")
     app = obj["app"]
-    if not isinstance(app, str) or not app or len(app) > MAX_APP_LEN:
-        return Rejected(f"app: expected a non-empty string of at most {MAX_APP_LEN} characters")
-    if app not in _VALID_APPS:
-        if _CONTROL.search(app):
-            return Rejected("app: contains control characters")
-        if len(_VALID_APPS) >= _CACHE_MAX:
-            _VALID_APPS.clear()
-        _VALID_APPS.add(app)
+    problem = app_problem(app)
+    if problem is not None:
+        return Rejected(problem)
     return Event(ts, dev, ant, nbytes, app)
 
 
@@ -115,8 +110,9 @@ _VALID_IDS: dict[str, str] = {}  # UUID text as sent -> lower case
 _VALID_APPS: set[str] = set()
 
 
-def _as_uuid(value: object) -> str | None:
-    """The lower-case UUID, or None when `value` is not a UUID string."""
+def as_uuid(value: object) -> str | None:
+    """The lower-case UUID, or None when `value` is not a UUID string (the rule of `id`
+    and `antenna_id`; the columnar parser applies it once per distinct value)."""
     if not isinstance(value, str):
         return None
     low = _VALID_IDS.get(value)
@@ -129,17 +125,30 @@ def _as_uuid(value: object) -> str | None:
     return low
 
 
+_APP_SHAPE = f"app: expected a non-empty string of at most {MAX_APP_LEN} characters"
+
+
+def app_problem(value: object) -> str | None:
+    """Why `value` is not a valid `app`, or None when it is (the rule of `app`; the
+    columnar parser applies it once per distinct value)."""
+    if not isinstance(value, str) or not value or len(value) > MAX_APP_LEN:
+        return _APP_SHAPE
+    if value not in _VALID_APPS:
+        if _CONTROL.search(value):
+            return "app: contains control characters"
+        if len(_VALID_APPS) >= _CACHE_MAX:
+            _VALID_APPS.clear()
+        _VALID_APPS.add(value)
+    return None
+
+
 def parse(
     payload: bytes | None, now: float | None = None, max_skew_s: int = 300
 ) -> Event | Rejected:
     """Decode and validate one raw Kafka message value."""
-    if payload is None or len(payload) == 0:
-        return Rejected("empty message")
-    if len(payload) > MAX_MESSAGE_BYTES:
-        return Rejected(f"message larger than {MAX_MESSAGE_BYTES} bytes")
-    if payload[0] not in _OBJECT_STARTS:
-        # cannot be a JSON object: rejected without parsing (a flood of garbage stays cheap)
-        return _NOT_UTF8 if not _is_utf8(payload) else _NOT_OBJECT
+    early = _reject_undecoded(payload)
+    if early is not None:
+        return early
     try:
         obj = orjson.loads(payload)
     except orjson.JSONDecodeError:
@@ -147,7 +156,33 @@ def parse(
     return validate(obj, now, max_skew_s)
 
 
+def reject_undecodable(payload: bytes | None) -> Rejected:
+    """What `parse` says of a payload that `orjson.loads` refuses, without a second try
+    (the columnar parser has made the first: a JSONDecodeError costs microseconds)."""
+    early = _reject_undecoded(payload)
+    if early is not None:
+        return early
+    return _NOT_UTF8 if not _is_utf8(payload) else _NOT_JSON
+
+
+def _reject_undecoded(payload: bytes | None) -> Rejected | None:
+    """The checks before decoding: empty, too large, cannot start a JSON object."""
+    if payload is None or len(payload) == 0:
+        return _EMPTY
+    if len(payload) > MAX_MESSAGE_BYTES:
+        return _TOO_LARGE
+    if payload[0] not in _OBJECT_STARTS:
+        # cannot be a JSON object: rejected without parsing (a flood of garbage stays cheap)
+        return _NOT_UTF8 if not _is_utf8(payload) else _NOT_OBJECT
+    if payload[0] == 0x7B and payload[-1] != 0x7D and not payload.rstrip(b" \t\r\n").endswith(b"}"):
+        # "{" but no "}" at the end: orjson would refuse it; a JSONDecodeError costs more
+        return _NOT_UTF8 if not _is_utf8(payload) else _NOT_JSON
+    return None
+
+
 _OBJECT_STARTS = frozenset(b"{ \t\r\n")  # "{" or JSON whitespace before it
+_EMPTY = Rejected("empty message")
+_TOO_LARGE = Rejected(f"message larger than {MAX_MESSAGE_BYTES} bytes")
 _NOT_UTF8 = Rejected("not valid UTF-8")
 _NOT_JSON = Rejected("not valid JSON")
 _NOT_OBJECT = Rejected("not a JSON object")

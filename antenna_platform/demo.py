@@ -191,6 +191,11 @@ def _shutdown(children: processes.Children, settings: Settings, port: int) -> No
 
 
 def _stop_services(settings: Settings, started: list[str]) -> None:
+    """Stop the services the demo started: Superset first (Postgres holds its metadata)."""
+    if "superset" in started:
+        from antenna_platform.dashboards import server as superset  # noqa: PLC0415
+
+        superset.stop(settings)
     if "kafka" in started:
         services.stop_broker(settings)
     if "postgres" in started:
@@ -213,9 +218,15 @@ def run(settings: Settings, port: int = 3000, rate: float = 1.0) -> int:
     if services.port_open("127.0.0.1", port):
         say(f"antenna: error: port 127.0.0.1:{port} is taken (is a demo already running?)", True)
         return 2
+    from antenna_platform.dashboards import server as superset  # noqa: PLC0415
+
     started = [
         s.name
-        for s in (services.postgres_state(settings), services.broker_state(settings))
+        for s in (
+            services.postgres_state(settings),
+            services.broker_state(settings),
+            superset.state(settings),
+        )
         if s.embedded and not s.running
     ]
     settings.home.mkdir(parents=True, exist_ok=True)
@@ -234,6 +245,7 @@ def run(settings: Settings, port: int = 3000, rate: float = 1.0) -> int:
         say(f"lake      {settings.lake_dir}")
         env = {**os.environ, **services.dagster_env(settings)}
         antenna = [sys.executable, "-m", "antenna_platform.cli"]
+        say("\n".join(superset.up(settings)))  # unless ANTENNA_DASHBOARD=0
         start = (datetime.now(UTC) - timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
         say(f"sending 3 past hours of traffic from {start:%Y-%m-%d %H:00} UTC")
         history = [

@@ -197,6 +197,10 @@ def watch(mark: str, stop_services: Sequence[str]) -> int:
     with contextlib.suppress(Exception):  # best effort: e.g. the database is already gone
         demo.settle_runs(settings, "its demo was killed; stopped by the demo's watcher")
     if stop_services:
+        if "superset" in stop_services:
+            from antenna_platform.dashboards import server as superset  # noqa: PLC0415
+
+            superset.stop(settings)  # before Postgres, which holds its metadata
         if "kafka" in stop_services:
             services.stop_broker(settings)
         if "postgres" in stop_services:
@@ -209,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     w = sub.add_parser("watch", help="clean up after a demo that dies")
     w.add_argument("mark")
-    w.add_argument("stop_services", nargs="*", choices=["postgres", "kafka"])
+    w.add_argument("stop_services", nargs="*", choices=["postgres", "kafka", "superset"])
     args = p.parse_args(argv)
     return watch(args.mark, args.stop_services)
 

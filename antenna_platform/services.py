@@ -101,15 +101,6 @@ def _ensure_pg_user() -> None:
         )
 
 
-def _open_up(path: Path, mode: int) -> None:
-    """Add `mode` bits to `path` and to every directory above it (so the pg user can reach it)."""
-    for p in [path, *path.parents]:
-        try:
-            p.chmod(p.stat().st_mode | mode)
-        except PermissionError:
-            pass
-
-
 def _pg_dirs(settings: Settings) -> tuple[Path, Path, Path]:
     base = settings.home / "pg"
     return base / "data", base / "sock", base / "postgres.log"
@@ -124,15 +115,27 @@ def _as_pg_user() -> dict:
 
 
 def _make_accessible(settings: Settings, dirs: list[Path]) -> None:
-    """As root, hand the data/socket dirs to the pg user and let it traverse to them."""
+    """As root, hand the data/socket dirs to the pg user and let it reach them and the binaries.
+
+    Outside the pgserver install and the data dirs nothing is widened: the pg user alone
+    gets search (x) on the directories above them, through an ACL entry naming it
+    (`traverse.py`); a home directory holding the project stays as private as it was.
+    """
     if os.geteuid() != 0:
         return
     import pwd  # noqa: PLC0415
 
+    from antenna_platform.config import PROJECT_ROOT  # noqa: PLC0415
+    from antenna_platform.traverse import TraverseError, ensure_path_traversable  # noqa: PLC0415
+
     _ensure_pg_user()
     entry = pwd.getpwnam(PG_SYSTEM_USER)
     install = _pg_bin("postgres").parent.parent
-    _open_up(install, 0o055)
+    try:
+        for target in (install, *dirs):
+            ensure_path_traversable(target, entry.pw_uid, entry.pw_gid, PROJECT_ROOT)
+    except TraverseError as exc:
+        raise ServiceError(f"postgres: {exc}") from None
     for root, _subdirs, files in os.walk(install):
         Path(root).chmod(Path(root).stat().st_mode | 0o055)
         for f in files:
@@ -142,7 +145,6 @@ def _make_accessible(settings: Settings, dirs: list[Path]) -> None:
             if mode & (0o044 | exec_bits) != 0o044 | exec_bits:
                 fp.chmod(mode | 0o044 | exec_bits)
     for d in dirs:
-        _open_up(d.parent, 0o011)
         for root, _subdirs, files in os.walk(d):
             os.chown(root, entry.pw_uid, entry.pw_gid)
             for f in files:
@@ -365,8 +367,10 @@ def ensure_topic(
     from kafka.errors import TopicAlreadyExistsError  # noqa: PLC0415
 
     name = topic or settings.topic
+    want = partitions or settings.topic_partitions
     deadline = time.monotonic() + timeout
     last: Exception | None = None
+    topic_existed = False
     while time.monotonic() < deadline:
         try:
             admin = KafkaAdminClient(
@@ -379,18 +383,41 @@ def ensure_topic(
             time.sleep(0.5)
             continue
         try:
-            if name in admin.list_topics():
-                return
-            admin.create_topics([NewTopic(name, partitions or settings.topic_partitions, 1)])
-            return
-        except TopicAlreadyExistsError:
-            return
+            topic_existed = topic_existed or name in admin.list_topics()
+            if not topic_existed:
+                try:
+                    admin.create_topics([NewTopic(name, want, 1)])
+                except TopicAlreadyExistsError:
+                    pass
+            # a new topic's metadata can list fewer partitions (or leaderless ones) for a
+            # moment; a consumer group assigned from that view would leave partitions
+            # unread until its next metadata refresh
+            while time.monotonic() < deadline:
+                seen = _topic_partitions(admin, name)
+                if seen is not None and (seen >= want or topic_existed):
+                    return
+                time.sleep(0.2)
+            raise ServiceError(f"topic {name}: its {want} partitions did not all get a leader")
+        except ServiceError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - broker not ready yet
+            last = exc
+            time.sleep(0.5)
         finally:
             admin.close()
     raise ServiceError(
         "KAFKA_BOOTSTRAP_SERVERS: cannot reach broker at "
         f"{settings.kafka_bootstrap_servers}: {last}"
     )
+
+
+def _topic_partitions(admin, name: str) -> int | None:
+    """How many of the topic's partitions the broker's metadata shows with a leader."""
+    for t in admin.describe_topics([name]):
+        if t.get("name") == name and not t.get("error_code"):
+            parts = t.get("partitions") or []
+            return sum(1 for p in parts if not p.get("error_code") and p.get("leader_id", -1) >= 0)
+    return None
 
 
 # --------------------------------------------------------------------------- Dagster home

@@ -51,7 +51,10 @@ def _dagster(settings: Settings) -> dict[str, Any]:
 
 
 def collect(settings: Settings) -> dict[str, Any]:
+    from antenna_platform.dashboards import server as superset  # noqa: PLC0415
+
     pg, kafka = services.postgres_state(settings), services.broker_state(settings)
+    states = [pg, kafka, superset.state(settings)] if settings.dashboard else [pg, kafka]
     report: dict[str, Any] = {
         "database_url": redact_url(settings.database_url),
         "kafka_bootstrap_servers": settings.kafka_bootstrap_servers,
@@ -61,9 +64,11 @@ def collect(settings: Settings) -> dict[str, Any]:
         "consumer_group": settings.consumer_group,
         "services": {
             s.name: {"embedded": s.embedded, "running": s.running, "address": s.address}
-            for s in (pg, kafka)
+            for s in states
         },
     }
+    if settings.dashboard:
+        report["superset_url"] = settings.superset_url
     if pg.running:
         try:
             report.update(health.activity(settings))

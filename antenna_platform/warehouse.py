@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import unquote, urlsplit
 
 import psycopg
+from psycopg import sql
 
-from antenna_platform.config import ConfigError, Settings, redact_url
+from antenna_platform.config import READER_ROLE, ConfigError, Settings, redact_url
 
 SPEED_TYPES = ("antenna_total_bytes", "user_total_bytes", "app_total_bytes")
 BATCH_TYPES = ("antenna_total_bytes", "email_total_bytes", "app_total_bytes")
@@ -138,6 +140,21 @@ DDL: tuple[str, ...] = (
     # the broker's id of the topic the offsets belong to: a recreated topic (e.g. an
     # in-memory broker restarted) has a new id and its offsets start again at 0
     "alter table stream_offsets add column if not exists topic_id text",
+    # Who may write for a partition: each claim has a strictly increasing owner epoch,
+    # tied to the consumer-group generation that assigned it (see stream/ownership.py).
+    """
+    create table if not exists partition_claims (
+        consumer_group text not null,
+        topic          text not null,
+        partition      integer not null,
+        epoch          bigint not null,
+        generation     integer not null,
+        owner          text not null,
+        released       boolean not null default false,
+        claimed_at     timestamp not null default (now() at time zone 'utc'),
+        renewed_at     timestamp not null default (now() at time zone 'utc'),
+        primary key (consumer_group, topic, partition)
+    )""",
 )
 
 
@@ -145,14 +162,26 @@ class DatabaseUnreachable(ConfigError):
     """The platform database did not accept a connection (down, or a bad URL)."""
 
 
-def connect(settings: Settings, *, autocommit: bool = False) -> psycopg.Connection:
-    """Open a connection to the platform database, with a one-line error if it fails."""
+def connect(
+    settings: Settings,
+    *,
+    autocommit: bool = False,
+    session: dict[str, str] | None = None,
+    connect_timeout: int = 10,
+) -> psycopg.Connection:
+    """Open a connection to the platform database, with a one-line error if it fails.
+
+    `session`: server settings for this session (e.g. `statement_timeout`), names and
+    values from the code, never from input."""
+    options = "-c TimeZone=UTC" + "".join(
+        f" -c {k}={v}" for k, v in sorted((session or {}).items())
+    )
     try:
         return psycopg.connect(
             settings.database_url,
             autocommit=autocommit,
-            connect_timeout=10,
-            options="-c TimeZone=UTC",
+            connect_timeout=connect_timeout,
+            options=options,
         )
     except psycopg.OperationalError as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
@@ -195,12 +224,77 @@ def seed_users(conn: psycopg.Connection) -> int:
     return inserted
 
 
+SERVING_SCHEMA = "serving"
+
+
+def ensure_reader_role(conn: psycopg.Connection, role: str, password: str, database: str) -> None:
+    """A login role that can only SELECT schema `serving` (what the dashboards read).
+
+    It gets CONNECT on the database, USAGE on `serving`, SELECT on its views and, through
+    default privileges of the role running this (the one dbt runs as), on every view dbt
+    creates there later. Nothing on `public` or any other schema, no writes.
+    """
+    ident = sql.Identifier(role)
+    schema = sql.Identifier(SERVING_SCHEMA)
+    found = conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone()
+    if not found:
+        try:
+            with conn.transaction():  # a savepoint: another database's provisioner may race us
+                conn.execute(
+                    sql.SQL(
+                        "create role {} login nosuperuser nocreatedb nocreaterole noinherit"
+                    ).format(ident)
+                )
+        except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
+            found = True
+    try:
+        with conn.transaction():
+            conn.execute(
+                sql.SQL("alter role {} with login password {}").format(ident, sql.Literal(password))
+            )
+    except psycopg.errors.InsufficientPrivilege:
+        if not found:
+            raise
+        # created by an administrator, who set its password (= ANTENNA_READER_PASSWORD)
+    conn.execute(sql.SQL("create schema if not exists {}").format(schema))
+    conn.execute(
+        sql.SQL("grant connect on database {} to {}").format(sql.Identifier(database), ident)
+    )
+    conn.execute(sql.SQL("grant usage on schema {} to {}").format(schema, ident))
+    conn.execute(sql.SQL("grant select on all tables in schema {} to {}").format(schema, ident))
+    conn.execute(
+        sql.SQL("alter default privileges in schema {} grant select on tables to {}").format(
+            schema, ident
+        )
+    )
+
+
+def database_name(settings: Settings) -> str:
+    return unquote(urlsplit(settings.database_url).path.lstrip("/"))
+
+
 def provision(settings: Settings) -> dict[str, int]:
-    """Create every table idempotently and seed `user_metadata`. Returns counts."""
+    """Create every table idempotently and seed `user_metadata`. Returns counts.
+
+    With dashboards on (the default), also the read-only role Superset connects as.
+    """
     with transaction(settings) as conn:
         create_tables(conn)
         inserted = seed_users(conn)
         users = conn.execute("select count(*) from user_metadata").fetchone()[0]
+        if settings.dashboard:
+            from antenna_platform.dashboards.credentials import reader_password  # noqa: PLC0415
+
+            try:
+                ensure_reader_role(
+                    conn, READER_ROLE, reader_password(settings), database_name(settings)
+                )
+            except psycopg.errors.InsufficientPrivilege:
+                raise ConfigError(
+                    f"ANTENNA_DATABASE_URL: {redact_url(settings.database_url)} may not create "
+                    f"or alter role {READER_ROLE!r} for the dashboards (needs CREATEROLE); "
+                    "create it as in docs/serving.md, or set ANTENNA_DASHBOARD=0"
+                ) from None
     return {"seeded": inserted, "users": users}
 
 

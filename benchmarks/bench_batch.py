@@ -63,20 +63,14 @@ def make_table(hour: datetime, n: int, rng: np.random.Generator) -> pa.Table:
 
 def write_hour(settings, conn, hour: datetime, n: int, rng: np.random.Generator) -> list[str]:
     """Write n events of one hour as ~1M-row files and register them. Returns paths."""
-    import pyarrow.compute as pc
-
     from antenna_platform import lake
 
-    files, paths = [], []
+    tables = []
     for i, start in enumerate(range(0, n, ROWS_PER_FILE)):
         t = make_table(hour, min(ROWS_PER_FILE, n - start), rng)
-        rel = f"{lake.hour_relpath(int(hour.timestamp()))}/p0-bench-{i:04d}.parquet"
-        size = lake.write_parquet_atomic(settings.lake_dir, rel, t)
-        total = pc.sum(t["bytes"]).as_py()
-        files.append(lake.LakeFile(rel, hour.replace(tzinfo=None), 0, t.num_rows, total, size))
-        paths.append(str(settings.lake_dir / rel))
-    with conn.transaction():
-        lake.register_files(conn, files)
+        tables.append((f"{lake.hour_relpath(int(hour.timestamp()))}/p0-bench-{i:04d}.parquet", t))
+    files = lake.add_files(settings.lake_dir, conn, tables)
+    paths = [str(settings.lake_dir / f.path) for f in files]
     return paths
 
 

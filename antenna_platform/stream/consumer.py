@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
 from antenna_platform.config import Settings
@@ -45,6 +45,50 @@ def make_consumer(
         fetch_max_bytes=16 * 1024 * 1024,
         request_timeout_ms=40000,
         reconnect_backoff_max_ms=2000,
+        # the group leader notices new partitions (or a partial first view of a new topic)
+        # within this, and rebalances
+        metadata_max_age_ms=30000,
     )
     consumer.subscribe([settings.topic], listener=listener)
     return consumer
+
+
+def topic_id(consumer: KafkaConsumer | None, topic: str) -> str | None:
+    """The broker's id of `topic` from the consumer's cluster metadata (no request)."""
+    cluster = getattr(getattr(consumer, "_client", None), "cluster", None)
+    tid = cluster.topic_id(topic) if cluster is not None else None
+    return str(tid) if tid else None
+
+
+class KafkaLog:
+    """`ownership.Log` on a kafka-python consumer: partitions as plain ints."""
+
+    def __init__(self, consumer: KafkaConsumer, topic: str) -> None:
+        self.consumer, self.topic = consumer, topic
+
+    def _tps(self, partitions: list[int]) -> list[TopicPartition]:
+        return [TopicPartition(self.topic, p) for p in partitions]
+
+    def topic_id(self) -> str | None:
+        return topic_id(self.consumer, self.topic)
+
+    def seek(self, partition: int, offset: int) -> None:
+        self.consumer.seek(TopicPartition(self.topic, partition), offset)
+
+    def seek_to_beginning(self, partition: int) -> None:
+        self.consumer.seek_to_beginning(TopicPartition(self.topic, partition))
+
+    def end_offsets(self, partitions: list[int]) -> dict[int, int]:
+        ends = self.consumer.end_offsets(self._tps(partitions))
+        return {tp.partition: off for tp, off in ends.items() if off is not None}
+
+    def pause(self, partitions: list[int]) -> None:
+        assigned = self.consumer.assignment()
+        self.consumer.pause(*[tp for tp in self._tps(partitions) if tp in assigned])
+
+    def resume(self, partitions: list[int]) -> None:
+        assigned = self.consumer.assignment()
+        self.consumer.resume(*[tp for tp in self._tps(partitions) if tp in assigned])
+
+    def highwater(self, partition: int) -> int | None:
+        return self.consumer.highwater(TopicPartition(self.topic, partition))

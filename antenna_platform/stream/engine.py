@@ -1,71 +1,74 @@
-"""The speed layer's consume loop: Kafka -> Parquet lake + `bytes`, exactly once.
+"""The speed layer's loop: Kafka -> Parquet lake + `bytes`, exactly once.
 
-Records are parsed as they are polled (`microbatch`: rejects become dead letters). One
-micro-batch (at most `max_batch_events` valid events, 4 times as many records, or
-`max_batch_s` seconds, or whatever is there when the topic goes quiet) is committed so:
-  1. write each partition's valid events to the lake (atomic files, not yet in the
-     manifest), named `p<partition>-<first>-<last>-<rand>`;
-  2. ONE Postgres transaction (`sinks`): fence the offsets, register the files, upsert
-     the 5-minute `bytes` deltas, insert dead letters, bump `lake_hours`, move offsets.
-Only after that commit is the batch done. A crash before it leaves orphan files (not in
-the manifest, removed when the partition is next assigned) and the old offsets, so the
-batch is read again; a crash after it replays nothing. `kill -9` at any instant therefore
-leaves every event exactly once in the lake manifest and in `bytes`.
+The parts, and who calls whom (imports point one way):
+  engine (this loop) -> listener (rebalances) -> ownership (claims, offsets) and
+  checkpoint (batch in hand, commit steps, committer thread) -> sinks (SQL) and lake.
 
-Commits run on one committer thread, at most one batch in flight, while the main thread
-polls and parses the next batch: the Parquet writer and Postgres work outside the GIL.
-Commits stay in order, and whatever touches the connection, the offsets or the window
-state (resync, revocation, periodic work, the end) first waits for the batch in flight.
+The loop:
+  1. claims the partitions Kafka assigned (`Ownership.sync`: a new owner epoch in
+     Postgres, the partitions' lake files made to agree with the manifest, a seek to the
+     stored offsets), before it keeps any of their records;
+  2. polls, and adds the records to the checkpoint (parsed as they arrive);
+  3. when the batch is full (`max_batch_events` valid events, 4 times as many records),
+     old (`max_batch_s`) or the topic goes quiet, freezes it and hands it to the
+     committer thread, then polls the next batch while that commits;
+  4. every few seconds, with nothing in flight: renews its claims (and learns of lost
+     ones), compacts closed hours, reports closed hours, rereads user_metadata, checks
+     the topic was not recreated.
+Any failure to commit (Postgres down, lake not writable, a newer claim) drops the batch
+in hand and in flight, backs off and claims the partitions again: offsets never moved
+past what was written, so nothing is skipped or doubled. A failure that lasts
+`give_up_after_s` fails the run (its sensor starts another).
 
-Offsets live in Postgres (`stream_offsets`), not in Kafka. On assignment the main loop
-(not the listener: kafka-python 3 runs listeners on its IO thread, where blocking calls
-fail) removes the partitions' orphan files and seeks to the stored offsets before it
-keeps any record; on revocation the listener commits the batch in hand (or, if that
-fails, drops it: its offsets were not moved). The broker's topic id is stored with the
-offsets: a topic that was recreated (an in-memory broker restarted) starts its offsets
-again at 0, and is read from the beginning instead of being skipped.
-Any failure to commit (Postgres down, lake not writable, fenced) drops the batch in
-hand, backs off and re-reads from the stored offsets: nothing is skipped or doubled.
-
-File count per hour stays bounded by compaction: once a partition's event time is
-`compact_grace_s` past the end of an hour (independent of the watermark: compaction
-changes no result, and late files that arrive after it are merged in the next round),
-that partition's files of the hour are merged into one, swapped in the manifest in one
-transaction, and the old files are deleted after a delay (readers that listed them just
-before the swap can still read them; after a crash they are orphans and removed on the
-next assignment). An hour still open is merged too whenever one partition has written
-more than 32 files into it (a slow trickle commits a small file every second).
+Stopping (SIGTERM, Dagster's terminate, `should_stop`): the batch in hand is committed
+within `stop_budget_s` or dropped (its offsets never moved), the claims are released and
+the consumer closed, each bounded, so a stop ends in seconds even when Postgres or the
+broker is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import psycopg
-from kafka import TopicPartition
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
-from antenna_platform import lake
 from antenna_platform.config import Settings
-from antenna_platform.stream import maintenance, sinks
-from antenna_platform.stream.consumer import make_consumer
-from antenna_platform.stream.microbatch import MicroBatch
-from antenna_platform.stream.windows import WindowAggregator
+from antenna_platform.stream import columnar, maintenance, sinks
+from antenna_platform.stream.checkpoint import (
+    Checkpoint,
+    CommitResult,
+    Committer,
+    LakeWriteError,
+)
+from antenna_platform.stream.consumer import KafkaLog, make_consumer, topic_id
+from antenna_platform.stream.listener import RebalanceListener
+from antenna_platform.stream.ownership import Ownership
 from antenna_platform.warehouse import connect
+
+__all__ = ["Hooks", "LakeWriteError", "StreamEngine", "StreamFailed", "StreamOptions"]
 
 log = logging.getLogger(__name__)
 
 # a batch holds at most max_batch_events valid events and this many times as many records
 # (a flood of rejects adds dead-letter rows, not commits, until this cap)
 MAX_RECORDS_PER_EVENT_SLOT = 4
+
+# server-side limits on the stream's Postgres sessions: a worker paused inside a
+# transaction loses it (and its row locks) instead of blocking the partition's next owner
+SESSION = {
+    "idle_in_transaction_session_timeout": "15s",
+    "lock_timeout": "10s",
+    "statement_timeout": "30s",
+}
 
 
 @dataclass(frozen=True)
@@ -75,13 +78,15 @@ class StreamOptions:
     poll_ms: int = 100
     stop_when_idle_s: float | None = None  # end cleanly after this long without a message
     max_events: int | None = None  # end after committing this many records
-    report_every_s: float = 5.0  # heartbeat log + closed-hour reports
+    report_every_s: float = 5.0  # heartbeat log + closed-hour reports + claim renewal
     metadata_refresh_s: float = 30.0
     compact_every_s: float = 10.0
-    compact_grace_s: int = 120  # compact an hour once event time is this far past its end
-    trash_delay_s: float = 300.0
+    compact_grace_s: int = 60  # compact an hour once event time is this far past its end
     retry_max_s: float = 5.0  # stays below max_poll_interval_ms
     give_up_after_s: float = 300.0  # failing this long without a commit ends the run
+    stop_budget_s: float = 5.0  # a stop commits the batch in hand within this, or drops it
+    # a stream transaction open this long belongs to a frozen worker (sinks.reap_stuck_sessions)
+    stuck_transaction_s: float = 45.0
 
 
 class Hooks:
@@ -104,29 +109,20 @@ class StreamStats:
     batches: int = 0
     failures: int = 0
     fenced: int = 0
+    refused: int = 0  # claims refused (a newer generation holds the partition)
     hours_reported: int = 0
     compactions: int = 0
     stop_reason: str = ""
     errors: list[str] = field(default_factory=list)
 
 
-class _Listener(ConsumerRebalanceListener):
-    def __init__(self, engine: StreamEngine) -> None:
-        self.engine = engine
-
-    def on_partitions_revoked(self, revoked):
-        self.engine._on_revoked(revoked)
-
-    def on_partitions_assigned(self, assigned):
-        self.engine._on_assigned(assigned)
-
-
-class LakeWriteError(RuntimeError):
-    """The lake directory is not writable; the batch is retried, offsets stay put."""
-
-
 class StreamFailed(RuntimeError):
     """Commits kept failing for `give_up_after_s`: the run fails and its sensor restarts it."""
+
+
+def worker_id() -> str:
+    """This worker's identity in `partition_claims` (unique per engine)."""
+    return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
 
 
 class StreamEngine:
@@ -138,30 +134,36 @@ class StreamEngine:
         self.hooks = hooks or Hooks()
         self.root = Path(settings.lake_dir)
         self.group, self.topic = settings.consumer_group, settings.topic
-        self.windows = WindowAggregator(settings.watermark_seconds)
-        self.grace = self.opts.compact_grace_s
-        self.expected: dict[int, int | None] = {}  # assigned partition -> stored next_offset
-        self.rebase: set[int] = set()  # partitions whose topic was recreated: offsets restart
-        self.log_id: dict[int, str | None] = {}  # topic id each partition was synced against
-        self.pending: MicroBatch | None = None
-        self._committer: ThreadPoolExecutor | None = None
-        self._inflight: Future | None = None
-        self._inflight_records = 0
-        self.needs_resync = False
+        self.worker = worker_id()
+        self.ownership = Ownership(self.group, self.topic, self.worker)
+        self.checkpoint = Checkpoint(
+            self.group, self.topic, settings.max_clock_skew_seconds, settings.watermark_seconds
+        )
+        self.stats = StreamStats()
         self.conn: psycopg.Connection | None = None
         self.consumer = None
-        self.users: set[str] | None = None
-        self.trash = maintenance.Trash(self.root, self.opts.trash_delay_s)
-        self.stats = StreamStats()
+        self.committer: Committer | None = None
+        self.listener: RebalanceListener | None = None
+        self.fault: Callable[[str], None] = lambda step: None  # tests inject failures
+        self.make_consumer = make_consumer  # tests hand in a fake consumer
         self._backoff = 0.0
         self._failing_since: float | None = None
+        self._last_refused: dict[int, tuple[str, int, int]] = {}
+        self._next_claim = 0.0
         self.last_activity = time.monotonic()
 
     # ------------------------------------------------------------------ plumbing
+    def _connect(self, timeout: int = 5) -> psycopg.Connection:
+        session = {**SESSION, "application_name": f"{sinks.APPLICATION}:{self.worker}"}
+        return connect(self.settings, autocommit=True, session=session, connect_timeout=timeout)
+
+    def _connect_quick(self) -> psycopg.Connection:
+        return self._connect(timeout=2)
+
     def _db(self) -> psycopg.Connection:
         if self.conn is None or self.conn.closed or self.conn.broken:
             self._drop_db()
-            self.conn = connect(self.settings, autocommit=True)
+            self.conn = self._connect()
         return self.conn
 
     def _drop_db(self) -> None:
@@ -177,96 +179,38 @@ class StreamEngine:
         del self.stats.errors[:-20]
         self.hooks.log(msg)
 
-    def _tp(self, p: int) -> TopicPartition:
-        return TopicPartition(self.topic, p)
-
-    # ------------------------------------------------------------------ rebalance
-    def _on_assigned(self, assigned) -> None:
-        parts = sorted(tp.partition for tp in assigned if tp.topic == self.topic)
-        self.hooks.log(f"assigned partitions {parts}")
-        self.last_activity = time.monotonic()  # the idle clock starts at assignment
-        for p in parts:
-            self.expected.setdefault(p, None)
-        # kafka-python 3 runs this callback on its IO thread, where blocking consumer calls
-        # (end_offsets) fail: the main loop resyncs (orphans, stored offsets, seek) before
-        # it keeps any record, and drops what this poll fetched from unsynced positions.
-        self.needs_resync = True
-
-    def _on_revoked(self, revoked) -> None:
-        parts = sorted(tp.partition for tp in revoked if tp.topic == self.topic)
-        self.hooks.log(f"revoked partitions {parts}")
-        # runs inside consumer.poll(): the main thread is waiting, a commit may be in flight
-        try:
-            if self.pending and not self.needs_resync:
-                self._flush()
-            else:
-                self._wait_inflight()
-        except Exception as exc:  # noqa: BLE001 - dropped: its offsets did not move
-            self._drop_db()
-            self._error("revocation: batch in hand dropped (not committed)", exc)
-        self._drop_pending()
-        for p in parts:
-            self.expected.pop(p, None)
-            self.log_id.pop(p, None)
-        self.rebase.difference_update(parts)
-        self.windows.forget(parts)
-
-    def _resync(self, parts: list[int]) -> None:
-        """Remove the partitions' orphan files and seek them to their stored offsets."""
-        conn = self._db()
-        removed = lake.remove_orphans(conn, self.root, parts)
-        if removed:
-            self.hooks.log(f"removed {len(removed)} orphan lake file(s) of partitions {parts}")
-        stored = sinks.load_offsets(conn, self.group, self.topic, parts)
-        current = self._topic_id()
-        changed = [p for p, s in stored.items() if s.topic_id and current and s.topic_id != current]
-        # rewind only on two signals: a new topic id AND a log that now ends below the
-        # stored offset; a spurious id change alone must never re-read committed data
-        ends = self.consumer.end_offsets([self._tp(p) for p in changed]) if changed else {}
-        for p in parts:
-            s = stored.get(p)
-            self.log_id[p] = current
-            end = ends.get(self._tp(p))
-            if s is not None and p in changed and end is not None and end < s.next_offset:
-                self.hooks.log(
-                    f"partition {p}: topic {self.topic} was recreated (id {s.topic_id} -> "
-                    f"{current}; e.g. an in-memory broker restarted): its log starts again, "
-                    f"reading it from the beginning instead of stored offset {s.next_offset}"
-                )
-                self.consumer.seek_to_beginning(self._tp(p))
-                self.windows.load(p, s.max_event_ts)
-                self.expected[p] = s.next_offset
-                self.rebase.add(p)
-            elif s is None:
-                self.rebase.discard(p)
-                self.consumer.seek_to_beginning(self._tp(p))
-                self.windows.load(p, None)
-                self.expected[p] = None
-            else:
-                self.rebase.discard(p)
-                self.consumer.seek(self._tp(p), s.next_offset)
-                self.windows.load(p, s.max_event_ts)
-                self.expected[p] = s.next_offset
-
-    def _try_resync(self) -> bool:
-        self._settle()
-        parts = sorted(self.expected)
-        try:
-            self._resync(parts)
-        except Exception as exc:  # noqa: BLE001
-            self._drop_db()
-            self._error("cannot resume from stored offsets, retrying", exc)
-            self._failed()
-            self._sleep_backoff()
-            if self.consumer is not None:
-                self.consumer.poll(timeout_ms=0, max_records=1)  # keeps group membership
-                self._drop_pending()
-            return False
-        self.needs_resync = False
+    def _adopt(self, result: CommitResult) -> None:
+        """A commit is durable: move the claims' positions on and count it."""
+        self.ownership.advance(result.states)
+        snap, st = result.snapshot, self.stats
+        st.batches += 1
+        st.events += snap.events
+        st.rejects += len(snap.dead)
+        st.records += snap.records
+        st.late += sum(snap.late.values())
+        st.unknown += sum(snap.unknown.values())
         self._backoff = 0.0
-        return True
+        self._failing_since = None
 
-    def _failed(self) -> None:
+    def _reset(self) -> None:
+        """Drop the batch in hand (and in flight) and every claim: claim again, re-read."""
+        if self.committer is not None:
+            self.committer.abandon()
+        self.checkpoint.drop()
+        self.ownership.unclaim()
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        """A commit, a claim or a resync failed: reset, back off, maybe give up."""
+        if isinstance(exc, sinks.FencedError):
+            self.stats.fenced += 1
+            self._error(f"{what}: fenced, claiming the partitions again", exc)
+        else:
+            self.stats.failures += 1
+            self._drop_db()
+            self._error(f"{what} (offsets unchanged), retrying", exc)
+            if isinstance(exc, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled):
+                self._reap()
+        self._reset()
         now = time.monotonic()
         if self._failing_since is None:
             self._failing_since = now
@@ -275,178 +219,121 @@ class StreamEngine:
             raise StreamFailed(
                 f"no commit for {self.opts.give_up_after_s:.0f}s, giving up; last error: {last}"
             )
+        if not isinstance(exc, sinks.FencedError):
+            self._backoff = min(max(self._backoff * 2, 0.25), self.opts.retry_max_s)
+            time.sleep(self._backoff)
 
-    def _sleep_backoff(self) -> None:
-        self._backoff = min(max(self._backoff * 2, 0.25), self.opts.retry_max_s)
-        time.sleep(self._backoff)
+    def _reap(self) -> None:
+        """Blocked by a lock: end the sessions of frozen workers that hold it."""
+        try:
+            ended = sinks.reap_stuck_sessions(self._db(), self.opts.stuck_transaction_s)
+        except Exception as exc:  # noqa: BLE001 - retried with the next failure
+            self._error("cannot look for stuck sessions", exc)
+            return
+        if ended:
+            self.hooks.log(
+                f"ended {len(ended)} stream session(s) whose transaction was open for over "
+                f"{self.opts.stuck_transaction_s:.0f}s (frozen workers holding locks): "
+                f"pids {ended}"
+            )
+
+    def _settle(self) -> bool:
+        """Wait for the commit in flight; False (and reset) if it failed."""
+        if self.committer is None:
+            return True
+        try:
+            self.committer.settle()
+            return True
+        except Exception as exc:  # noqa: BLE001 - handled: re-read from Postgres
+            self._failed("batch not committed", exc)
+            return False
+
+    # ------------------------------------------------------------------ claims
+    def _sync(self) -> None:
+        """Claim the assigned partitions that are not held (see Ownership.sync)."""
+        if time.monotonic() < self._next_claim or not self._settle():
+            return
+        pending = self.ownership.pending()
+        batch = self.checkpoint.batch
+        if batch and set(batch.parts) & set(pending):
+            self._reset()  # never keep records of a partition across its resync
+            pending = self.ownership.pending()
+        self.checkpoint.close(pending)
+        try:
+            res = self.ownership.sync(self._db(), KafkaLog(self.consumer, self.topic), self.root)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("cannot claim the partitions", exc)
+            return
+        for p, state in res.claimed.items():
+            self.checkpoint.open(p, state)
+        if res.claimed:
+            self.hooks.log(
+                f"claimed partitions {sorted(res.claimed)} (epochs "
+                + ", ".join(f"{p}:{s.epoch}" for p, s in sorted(res.claimed.items()))
+                + ")"
+            )
+        c = res.cleanup
+        if c:
+            self.hooks.log(
+                f"lake of partitions {sorted(res.claimed)}: published {len(c.published)} "
+                f"committed file(s) left in staging, removed {len(c.removed_staged)} "
+                f"uncommitted (orphan) file(s) of fenced writers and "
+                f"{len(c.removed_superseded)} superseded file(s)"
+            )
+        for p, (stored, old, new) in res.rewound.items():
+            self.hooks.log(
+                f"partition {p}: topic {self.topic} was recreated (id {old} -> {new}; e.g. an "
+                f"in-memory broker restarted): its log starts again, reading it from the "
+                f"beginning instead of stored offset {stored}"
+            )
+        seen = {p: (r.holder, r.epoch, r.mine) for p, r in res.refused.items()}
+        for p, why in res.refused.items():
+            if self._last_refused.get(p) != seen[p]:
+                self.hooks.log(f"partition {p}: claim refused, {why}")
+        self.stats.refused += len(res.refused)
+        self._last_refused = seen
+        # refused partitions are paused; poll on (the group moves on) and try again soon
+        self._next_claim = time.monotonic() + (1.0 if res.refused else 0.0)
 
     # ------------------------------------------------------------------ batches
-    def _drop_pending(self) -> None:
-        self.pending = None
-
-    def _pending_records(self) -> int:
-        return self.pending.records if self.pending is not None else 0
+    def _submit(self) -> None:
+        """Freeze the batch in hand and hand it to the committer (after the one in flight)."""
+        if not self._settle():
+            return
+        try:
+            snap = self.checkpoint.snapshot(
+                self.ownership.held, topic_id(self.consumer, self.topic)
+            )
+        except sinks.FencedError as exc:
+            self._failed("batch not committed", exc)
+            return
+        if snap is not None:
+            self.committer.submit(snap)
 
     def _add(self, polled: dict) -> int:
         n = 0
         for tp, recs in polled.items():
-            if tp.topic != self.topic or not recs:
-                continue
-            if self.pending is None:
-                self.pending = MicroBatch(self.settings.max_clock_skew_seconds)
-            n += self.pending.add(tp.partition, recs)
+            if tp.topic == self.topic and recs:
+                n += self.checkpoint.add(tp.partition, recs)
         return n
-
-    # ------------------------------------------------------------------ commits
-    # One batch may be in flight on the committer thread while the main thread polls and
-    # parses the next: Postgres and the Parquet writer work outside the GIL, so that time
-    # is no longer lost. Commits stay strictly in order (the next one waits for the one
-    # in flight), and everything else that touches the connection, the offsets or the
-    # window state (resync, revocation, periodic work, the end) first waits for it too.
-    def _guarded(self, step: Callable[[], None]) -> None:
-        """Run a commit step; on failure drop the batch in hand and re-read from Postgres."""
-        try:
-            step()
-        except sinks.FencedError as exc:
-            self.stats.fenced += 1
-            self._drop_pending()
-            self.needs_resync = True
-            self._error("batch fenced (offsets moved elsewhere), re-reading", exc)
-        except Exception as exc:  # noqa: BLE001 - Postgres or lake trouble: retry the batch
-            self.stats.failures += 1
-            self._drop_pending()
-            self._drop_db()
-            self.needs_resync = True
-            self._error("batch not committed (offsets unchanged), retrying", exc)
-            self._failed()
-            self._sleep_backoff()
-
-    def _flush_or_retry(self) -> None:
-        self._guarded(self._submit)
-
-    def _settle(self) -> None:
-        """Wait for the batch in flight (handling its failure like any other)."""
-        if self._inflight is not None:
-            self._guarded(self._wait_inflight)
-
-    def _wait_inflight(self) -> None:
-        fut = self._inflight
-        if fut is None:
-            return
-        try:
-            fut.result()
-        finally:
-            if fut.done():  # (an interrupt while waiting leaves it in flight, to wait again)
-                self._inflight = None
-                self._inflight_records = 0
-
-    def _submit(self) -> None:
-        """Hand the batch in hand to the committer thread (after the one in flight)."""
-        self._wait_inflight()
-        if not self.pending:
-            return
-        batch, self.pending = self.pending, None
-        if self._committer is None:
-            self._commit(batch)
-            return
-        self._inflight_records = batch.records
-        self._inflight = self._committer.submit(self._commit, batch)
-
-    def _flush(self) -> None:
-        """Commit the batch in flight and the batch in hand, and wait for both."""
-        self._submit()
-        self._wait_inflight()
-
-    def _commit(self, batch: MicroBatch) -> None:
-        new_next: dict[int, int] = {}
-        for p, pb in batch.parts.items():
-            if p not in self.expected:
-                raise sinks.FencedError(f"partition {p} is no longer assigned")
-            exp = self.expected[p]
-            if exp is not None and p not in self.rebase:
-                pb.trim(exp)  # never re-commit old offsets
-            if pb.next_offset > pb.first_offset:
-                new_next[p] = pb.next_offset
-        if not new_next:
-            return
-        live = self._topic_id()
-        if live and any(self.log_id.get(p) not in (None, live) for p in new_next):
-            raise sinks.FencedError(f"topic {self.topic} was recreated under this batch")
-        events = {p: batch.parts[p].events for p in new_next}
-        dead = [d for p in new_next for d in batch.parts[p].dead]
-        unknown = batch.unknown_by_hour(self.users)
-        rejects = batch.rejects_by_hour()
-        totals = self.windows.aggregate(events)
-        files: list[lake.LakeFile] = []
-        for p, evs in events.items():
-            if evs:
-                offs = batch.parts[p].offsets
-                name = f"p{p}-{offs[0]}-{offs[-1]}-{uuid.uuid4().hex[:8]}"
-                try:
-                    files += lake.write_events(
-                        self.root, evs, kafka_partition=p, kafka_offsets=offs, name=name
-                    )
-                except OSError as exc:
-                    raise LakeWriteError(
-                        f"cannot write the lake under {self.root} (ANTENNA_LAKE_DIR): "
-                        f"{exc.strerror or exc} ({exc.filename or ''})"
-                    ) from exc
-        conn = self._db()
-        # the topic id the records were read under (not the live one: the topic may have
-        # been recreated since, and these offsets belong to the old log)
-        state = {
-            p: sinks.OffsetState(
-                n, totals.max_ts.get(p, self.windows.committed.get(p)), self.log_id.get(p)
-            )
-            for p, n in new_next.items()
-        }
-        with conn.transaction():
-            sinks.fence(conn, self.group, self.topic, {p: self.expected[p] for p in new_next})
-            lake.register_files(conn, files)
-            sinks.upsert_bytes(conn, totals.sorted_rows())
-            sinks.insert_dead_letters(conn, self.topic, dead)
-            hours = {sinks.naive_to_epoch(f.hour) for f in files}
-            sinks.bump_hours(conn, hours, totals.late_by_hour, unknown, rejects)
-            sinks.save_offsets(conn, self.group, self.topic, state)
-        # committed: adopt the new state
-        self.windows.commit(totals)
-        self.expected.update(new_next)
-        self.rebase.difference_update(new_next)
-        self._backoff = 0.0
-        self._failing_since = None
-        n_valid = sum(len(e) for e in events.values())
-        st = self.stats
-        st.batches += 1
-        st.events += n_valid
-        st.rejects += len(dead)
-        st.records += n_valid + len(dead)
-        st.late += totals.late
-        st.unknown += sum(unknown.values())
-
-    def _check_topic(self) -> None:
-        """Resync when the broker's topic id moved away from the one we synced against."""
-        current = self._topic_id()
-        if current and any(t and t != current for t in self.log_id.values()):
-            self.hooks.log(f"topic {self.topic} changed id to {current}; resyncing partitions")
-            self.needs_resync = True
-
-    def _topic_id(self) -> str | None:
-        """The broker's id of our topic (kafka-python keeps it in its cluster metadata)."""
-        cluster = getattr(getattr(self.consumer, "_client", None), "cluster", None)
-        tid = cluster.topic_id(self.topic) if cluster is not None else None
-        return str(tid) if tid else None
 
     # ------------------------------------------------------------------ periodic work
     def _refresh_users(self) -> None:
         rows = self._db().execute("select id from user_metadata").fetchall()
-        self.users = {r[0].lower() for r in rows}
+        self.checkpoint.users = {r[0].lower() for r in rows}
+
+    def _renew(self) -> None:
+        lost = self.ownership.renew(self._db())
+        if lost:
+            self.hooks.log(f"partitions {lost}: a newer claim took them; dropping their state")
+            self._reset()
 
     def report_hours(self, everything: bool = False) -> int:
         n = maintenance.report_closed_hours(
             self._db(),
             self.group,
             self.topic,
-            self.settings.watermark_seconds,
+            max(self.settings.watermark_seconds, self.opts.compact_grace_s),
             self.hooks.hour_closed,
             everything,
         )
@@ -455,53 +342,80 @@ class StreamEngine:
 
     def compact(self) -> int:
         n = maintenance.compact_partitions(
-            self._db(), self.root, self.expected, self.windows.committed, self.grace, self.trash
+            self._db(),
+            self.root,
+            self.group,
+            self.topic,
+            self.ownership.epochs(),
+            self.checkpoint.windows.committed,
+            self.opts.compact_grace_s,
         )
         self.stats.compactions += n
         return n
 
-    def empty_trash(self, everything: bool = False) -> None:
-        self.trash.empty(everything)
+    def _clean_staging(self) -> None:
+        """Remove what fenced writers (paused, then woken) left in the staging folder."""
+        from antenna_platform import lake
+
+        epochs = self.ownership.epochs()
+        if epochs:
+            conn = self._db()
+            with conn.transaction():
+                sinks.check_claims(conn, self.group, self.topic, epochs)
+                lake.clean_partitions(conn, self.root, epochs, dataset=False)
+
+    def _check_topic(self) -> None:
+        """Claim again when the broker's topic id moved away from the one we synced against."""
+        current = topic_id(self.consumer, self.topic)
+        moved = [
+            p
+            for p, s in self.ownership.held.items()
+            if current and s.topic_id not in (None, current)
+        ]
+        if moved:
+            self.hooks.log(f"topic {self.topic} changed id to {current}; claiming {moved} again")
+            self._reset()
 
     def lag(self) -> int | None:
-        """Messages between the stored offsets and the partitions' high-water marks."""
+        """Messages between the committed offsets and the partitions' high-water marks."""
         total, known = 0, False
-        for p, exp in self.expected.items():
+        kl = KafkaLog(self.consumer, self.topic)
+        for p, s in self.ownership.held.items():
             hw = None
             with contextlib.suppress(Exception):  # not assigned any more
-                hw = self.consumer.highwater(self._tp(p))
+                hw = kl.highwater(p)
             if hw is not None:
-                total += max(hw - (exp or 0), 0)
+                total += max(hw - (s.fence_offset or 0), 0)
                 known = True
         return total if known else None
 
     def _heartbeat(self, dt: float, records_before: int) -> None:
         st = self.stats
         rate = (st.records - records_before) / dt if dt > 0 else 0.0
-        low = self.windows.low_watermark(self.expected)
-        behind = (
-            f", event time {int(time.time()) - low - self.settings.watermark_seconds}s behind"
-            if low
-            else ""
-        )
+        tops = [self.checkpoint.windows.committed.get(p) for p in self.ownership.held]
+        low = min((t for t in tops if t is not None), default=None)
+        behind = f", event time {int(time.time()) - low}s behind" if low else ""
         self.hooks.log(
             f"stream: {rate:,.0f} events/s, lag {self.lag()} msgs{behind}, partitions "
-            f"{sorted(self.expected)}, committed {st.records} ({st.events} valid, "
-            f"{st.rejects} rejects, {st.late} late, {st.unknown} unknown ids), "
-            f"{st.batches} batches, {st.failures} failed, {st.compactions} compactions"
+            f"{sorted(self.ownership.held)} of {sorted(self.ownership.assigned)}, committed "
+            f"{st.records} ({st.events} valid, {st.rejects} rejects, {st.late} late, "
+            f"{st.unknown} unknown ids), {st.batches} batches, {st.failures} failed, "
+            f"{st.fenced} fenced, {st.compactions} compactions"
         )
 
     def _periodic(self, now: float, timers: dict[str, float]) -> None:
         tasks: list[tuple[str, float, Callable[[], object]]] = [
+            ("renew", self.opts.report_every_s, self._renew),
             ("users", self.opts.metadata_refresh_s, self._refresh_users),
-            ("report", self.opts.report_every_s, self.report_hours),
             ("compact", self.opts.compact_every_s, self.compact),
-            ("trash", 30.0, self.empty_trash),
+            ("report", self.opts.report_every_s, self.report_hours),
+            ("staging", 30.0, self._clean_staging),
             ("topic", 2.0, self._check_topic),
         ]
         if now < min(timers.get(name, 0.0) for name in (*(t[0] for t in tasks), "heartbeat")):
             return
-        self._settle()  # the tasks share the connection and state with the committer
+        if not self._settle():  # the tasks use the positions the commit in flight moves
+            return
         for name, every, fn in tasks:
             if now >= timers.get(name, 0.0):
                 timers[name] = now + every
@@ -522,16 +436,21 @@ class StreamEngine:
         """Consume until stopped, idle or `max_events`; always closes the consumer.
 
         On an interrupt (any BaseException, e.g. Dagster's DagsterExecutionInterruptedError)
-        the batch in hand is committed if possible, the consumer closed, and the
-        exception re-raised.
+        the batch in hand is committed within `stop_budget_s` or dropped, the consumer
+        closed, and the exception re-raised.
         """
         o, st = self.opts, self.stats
+        columnar.events_table([], 0, [])  # pyarrow imports pandas on first use: not mid-batch
         try:
             self._refresh_users()
         except Exception as exc:  # noqa: BLE001 - retried periodically
             self._error("cannot read user_metadata yet", exc)
-        self.consumer = make_consumer(self.settings, _Listener(self))
-        self._committer = ThreadPoolExecutor(1, thread_name_prefix="antenna-commit")
+        self.committer = Committer(self._connect, self.root, self._adopt, lambda s: self.fault(s))
+        self.listener = RebalanceListener(
+            self.topic, self.ownership, self.checkpoint, self.committer, self.hooks.log
+        )
+        self.consumer = self.make_consumer(self.settings, self.listener)
+        self.listener.consumer = self.consumer
         timers: dict[str, float] = {"users": time.monotonic() + o.metadata_refresh_s}
         self.last_activity = time.monotonic()
         interrupted = True
@@ -543,26 +462,22 @@ class StreamEngine:
                 if o.max_events is not None and st.records >= o.max_events:
                     st.stop_reason = f"max_events {o.max_events} reached"
                     break
-                if self.needs_resync and not self._try_resync():
-                    continue
-                in_hand = self._pending_records() + self._inflight_records
+                if self.ownership.pending():
+                    self._sync()
+                in_hand = self.checkpoint.records + self.committer.in_flight
                 if o.max_events is not None and st.records + in_hand >= o.max_events:
-                    self._flush_or_retry()
+                    self._submit()
                     self._settle()  # the loop ends once these are committed
                     continue
-                valid = self.pending.valid if self.pending is not None else 0
-                room = o.max_batch_events - valid
+                room = o.max_batch_events - self.checkpoint.valid
                 if o.max_events is not None:
                     room = min(room, o.max_events - st.records - in_hand)
                 polled = self.consumer.poll(timeout_ms=o.poll_ms, max_records=max(room, 1))
-                if self.needs_resync:  # an assignment failed inside poll: these may be stale
-                    self._drop_pending()
-                    continue
                 n = self._add(polled)
                 now = time.monotonic()
                 if n:
                     self.last_activity = now
-                b = self.pending
+                b = self.checkpoint.batch
                 if b and (
                     n == 0
                     or b.valid >= o.max_batch_events
@@ -570,20 +485,9 @@ class StreamEngine:
                     or (o.max_events is not None and st.records + in_hand + n >= o.max_events)
                     or now - b.started >= o.max_batch_s
                 ):
-                    self._flush_or_retry()
+                    self._submit()
                 self._periodic(now, timers)
-                # idle = no message since the last one or the last assignment; a member
-                # that never gets a partition waits longer (a join can take seconds)
-                idle_limit = o.stop_when_idle_s
-                if idle_limit is not None and not self.expected:
-                    idle_limit = max(idle_limit, 30.0)
-                if (
-                    idle_limit is not None
-                    and not self.pending
-                    and self._inflight is None
-                    and not self.needs_resync
-                    and now - self.last_activity >= idle_limit
-                ):
+                if self._idle(now):
                     st.stop_reason = f"idle for {o.stop_when_idle_s}s"
                     break
             interrupted = False
@@ -591,31 +495,59 @@ class StreamEngine:
             self._finish(final=not interrupted)
         return st
 
+    def _idle(self, now: float) -> bool:
+        """Idle = no message since the last one or the last assignment; a member that
+        never gets a partition waits longer (a join can take seconds)."""
+        limit = self.opts.stop_when_idle_s
+        if limit is None:
+            return False
+        if not self.ownership.held:
+            limit = max(limit, 30.0)
+        since = max(self.last_activity, self.listener.assigned_at if self.listener else 0.0)
+        return (
+            not self.checkpoint.batch
+            and not self.committer.busy
+            and not self.ownership.pending()
+            and now - since >= limit
+        )
+
     def _finish(self, final: bool) -> None:
-        """Commit the batch in hand (or drop it), report, and always close the consumer."""
+        """Commit the batch in hand within the stop budget (or drop it), report, release
+        the claims and close the consumer; each step bounded."""
+        deadline = time.monotonic() + self.opts.stop_budget_s
         try:
             try:
-                if self.pending and not self.needs_resync:
-                    self._flush()
-                else:
-                    self._wait_inflight()
+                if self.committer is not None and not self.committer.settle(
+                    max(deadline - time.monotonic(), 0.0)
+                ):
+                    raise TimeoutError("the commit in flight did not finish in time")
+                snap = self.checkpoint.snapshot(
+                    self.ownership.held, topic_id(self.consumer, self.topic)
+                )
+                if snap is not None and self.committer is not None:
+                    self.committer.submit(snap, timeout_s=max(deadline - time.monotonic(), 0.5))
+                    if not self.committer.settle(max(deadline - time.monotonic(), 0.0)):
+                        raise TimeoutError("the last commit did not finish in time")
             except Exception as exc:  # noqa: BLE001 - dropped: offsets not moved
-                self._error("final batch not committed (it will be re-read)", exc)
-            self._drop_pending()
+                self._reset()
+                self._error("batch in hand dropped, not committed (it will be read again)", exc)
             if final:
                 try:
                     self.compact()
                     self.report_hours(everything=True)
                 except Exception as exc:  # noqa: BLE001
                     self._error("final report failed", exc)
-            self.empty_trash(everything=True)
+            live = self.conn is not None and not self.conn.closed and not self.conn.broken
+            if self.ownership.held and (self.committer is None or not self.committer.busy):
+                with contextlib.suppress(Exception):  # best effort: the lease expires anyway
+                    if live or deadline - time.monotonic() > 2.5:
+                        self.ownership.release(self.conn if live else self._connect_quick())
         finally:
-            if self._committer is not None:
-                self._committer.shutdown(wait=True)  # a commit in flight ends before the close
-                self._committer = None
+            if self.committer is not None:
+                self.committer.close(timeout=max(deadline - time.monotonic(), 0.1))
             if self.consumer is not None:
                 try:
-                    self.consumer.close(autocommit=False)
+                    self.consumer.close(autocommit=False, timeout_ms=3000)
                 except Exception as exc:  # noqa: BLE001
                     self._error("consumer close failed", exc)
                 self.consumer = None

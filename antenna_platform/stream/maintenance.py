@@ -1,15 +1,17 @@
-"""What the stream does between batches: report closed hours, compact files, delete old ones.
+"""What the stream does between batches: report closed hours, compact files, clean up.
 
-Each step is its own transaction and changes no result: a crash in the middle leaves
-either the old state or the new one (compaction swaps files in the manifest at once;
-replaced files become orphans, removed when their partition is next assigned).
+Each step is its own transaction and changes no result. Compaction is fenced like a
+commit: the manifest swap checks, in its transaction, that this worker still holds the
+partition's newest claim; the merged file is staged first and published after the swap,
+and the files it replaces leave `device_events/` right after it (a crash in between
+leaves them on disk, outside the manifest: the partition's next claim removes them).
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -19,46 +21,24 @@ from antenna_platform import lake
 from antenna_platform.stream import sinks
 
 
-class Trash:
-    """Files swapped out by compaction, deleted after a delay: a reader that listed them
-    just before the swap can still read them."""
-
-    def __init__(self, root: Path, delay_s: float) -> None:
-        self.root, self.delay_s = root, delay_s
-        self._items: list[tuple[float, list[str]]] = []
-
-    def add(self, paths: list[str]) -> None:
-        self._items.append((time.monotonic() + self.delay_s, paths))
-
-    def empty(self, everything: bool = False) -> None:
-        now = time.monotonic()
-        keep = []
-        for deadline, paths in self._items:
-            if everything or deadline <= now:
-                for rel in paths:
-                    (self.root / rel).unlink(missing_ok=True)
-            else:
-                keep.append((deadline, paths))
-        self._items = keep
-
-
 def report_closed_hours(
     conn: psycopg.Connection,
     group: str,
     topic: str,
-    watermark_s: int,
+    settle_s: int,
     hour_closed: Callable[[datetime, dict[str, int]], None],
     everything: bool = False,
 ) -> int:
-    """Report hours the low watermark has passed (or, with `everything`, all changed ones)
-    that are also over by the clock; returns how many were reported."""
+    """Report the hours that the group's low event time has passed by `settle_s` (the
+    watermark and the compaction grace) and that are over by the clock (with
+    `everything`: every changed hour); returns how many were reported."""
     if everything:
         before = None
     else:
         low = sinks.low_event_time(conn, group, topic)
         if low is None:
             return 0
-        before = sinks.utc_naive(low - watermark_s)
+        before = sinks.utc_naive(low - settle_s)
     n = 0
     open_hour = sinks.utc_naive(int(time.time()) // 3600 * 3600)
     with conn.transaction():
@@ -77,23 +57,29 @@ def report_closed_hours(
 def compact_partitions(
     conn: psycopg.Connection,
     root: Path,
-    partitions: Iterable[int],
+    group: str,
+    topic: str,
+    epochs: Mapping[int, int],
     max_event_ts: Mapping[int, int],
     grace_s: int,
-    trash: Trash,
 ) -> int:
-    """Merge each partition's files of the hours `grace_s` behind its event time (and of an
-    open hour holding too many files); returns how many merges were made."""
+    """Merge each held partition's files of the hours `grace_s` behind its event time (and
+    of an open hour holding too many files); returns how many merges were made."""
     n = 0
-    for p in sorted(partitions):
+    for p, epoch in sorted(epochs.items()):
         top = max_event_ts.get(p)
         if top is None:
             continue
         before = sinks.utc_naive(top - grace_s)
         for hour, paths in sinks.compaction_candidates(conn, p, before):
-            new = lake.merge_files(root, paths, hour, p, name=f"p{p}-c-{uuid.uuid4().hex[:12]}")
+            new = lake.merge_files(
+                root, paths, hour, p, name=f"p{p}-e{epoch}-c-{uuid.uuid4().hex[:12]}"
+            )
+            lake.sync_staging(root)
             with conn.transaction():
+                sinks.check_claims(conn, group, topic, {p: epoch})
                 sinks.replace_files(conn, paths, new)
-            trash.add(paths)
+            lake.publish(root, [new.path])
+            lake.remove(root, paths)
             n += 1
     return n

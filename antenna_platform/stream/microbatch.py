@@ -1,43 +1,18 @@
-"""The micro-batch in hand: records parsed as they are polled, grouped by partition.
+"""The micro-batch in hand: records parsed as they are polled, as columns, per partition.
 
 Parsing at poll time (not at commit time) lets the batch limit count *valid* events: a
 flood of garbage then costs cheap dead-letter rows, not extra commits (each commit
-writes one Parquet file per partition and runs one Postgres transaction).
+writes one Parquet file per partition and hour and runs one Postgres transaction). Each
+poll's records of a partition become one `ParsedChunk` (`columnar`: an Arrow table of
+the valid events in the lake's schema, plus the dead letters); `merged()` joins them.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 
-from antenna_platform.contract import Event, parse
-from antenna_platform.stream.sinks import DeadLetter, utc_naive
-
-
-@dataclass
-class PartitionBatch:
-    """One partition's records of the batch, in offset order."""
-
-    first_offset: int
-    next_offset: int
-    events: list[Event] = field(default_factory=list)
-    offsets: list[int] = field(default_factory=list)  # Kafka offset of each event
-    dead: list[DeadLetter] = field(default_factory=list)
-    dead_hours: list[int] = field(default_factory=list)  # Kafka record hour of each reject
-
-    def trim(self, start: int) -> None:
-        """Drop records before `start` (already committed: never commit an offset twice)."""
-        if self.first_offset >= start:
-            return
-        keep = [i for i, o in enumerate(self.offsets) if o >= start]
-        self.events = [self.events[i] for i in keep]
-        self.offsets = [self.offsets[i] for i in keep]
-        kept = [i for i, d in enumerate(self.dead) if d[1] >= start]
-        self.dead = [self.dead[i] for i in kept]
-        self.dead_hours = [self.dead_hours[i] for i in kept]
-        self.first_offset = max(self.first_offset, start)
+from antenna_platform.stream import columnar
+from antenna_platform.stream.columnar import ParsedChunk
 
 
 class MicroBatch:
@@ -48,7 +23,7 @@ class MicroBatch:
 
     def __init__(self, max_clock_skew_s: int) -> None:
         self.skew = max_clock_skew_s
-        self.parts: dict[int, PartitionBatch] = {}
+        self.chunks: dict[int, list[ParsedChunk]] = {}
         self.records = 0
         self.valid = 0
         self.started = time.monotonic()
@@ -56,50 +31,21 @@ class MicroBatch:
     def __bool__(self) -> bool:
         return self.records > 0
 
-    def add(self, partition: int, records: Sequence) -> int:
-        """Parse kafka-python `ConsumerRecord`s of one partition; returns how many."""
-        now = time.time()
-        received = utc_naive(int(now))
-        now_hour = int(now) // 3600 * 3600
+    @property
+    def partitions(self) -> list[int]:
+        return sorted(self.chunks)
+
+    def add(self, partition: int, records) -> int:
+        """Parse kafka-python `ConsumerRecord`s of one partition (offset order); returns
+        how many."""
         if not records:
             return 0
-        pb = self.parts.get(partition)
-        if pb is None:
-            pb = self.parts[partition] = PartitionBatch(records[0].offset, records[0].offset)
-        add_event, add_offset = pb.events.append, pb.offsets.append
-        add_dead, add_hour = pb.dead.append, pb.dead_hours.append
-        skew = self.skew
-        valid = 0
-        for r in records:
-            value = r.value
-            res = parse(value, now, skew)
-            if type(res) is Event:
-                add_event(res)
-                add_offset(r.offset)
-                valid += 1
-            else:
-                add_dead((partition, r.offset, value, res[0], received))
-                ts = r.timestamp
-                add_hour(ts // 3_600_000 * 3600 if ts and ts > 0 else now_hour)
-        n = len(records)
-        pb.next_offset = records[-1].offset + 1
-        self.records += n
-        self.valid += valid
-        return n
+        chunk = columnar.parse_records(partition, records, max_skew_s=self.skew)
+        self.chunks.setdefault(partition, []).append(chunk)
+        self.records += chunk.records
+        self.valid += chunk.valid
+        return chunk.records
 
-    def unknown_by_hour(self, users: set[str] | None) -> Counter[int]:
-        """Valid events whose device id is not in `user_metadata`, per event hour."""
-        out: Counter[int] = Counter()
-        if users is None:
-            return out
-        for pb in self.parts.values():
-            for e in pb.events:
-                if e.id not in users:
-                    out[e.ts - e.ts % 3600] += 1
-        return out
-
-    def rejects_by_hour(self) -> Counter[int]:
-        out: Counter[int] = Counter()
-        for pb in self.parts.values():
-            out.update(pb.dead_hours)
-        return out
+    def merged(self) -> dict[int, ParsedChunk]:
+        """One chunk per partition: its records of the batch, in offset order."""
+        return {p: columnar.concat_chunks(cs) for p, cs in sorted(self.chunks.items())}

@@ -1,15 +1,13 @@
-"""SQL of one micro-batch commit, and of hour reports and compaction.
+"""SQL of the speed layer: partition claims, one micro-batch commit, hour reports and
+compaction swaps. The order of a commit is in `checkpoint.commit`.
 
-Commit order (quix-streams' rule): the lake files are written first, then ONE
-Postgres transaction registers them, upserts the `bytes` deltas, inserts the dead
-letters, bumps `lake_hours` and moves the offsets. A failure anywhere before that
-commit leaves files outside the manifest (orphans, removed on the next assignment)
-and the offsets where they were, so the batch is simply consumed again.
-
-Fencing: the transaction first locks the batch's partitions and checks that their
-stored `next_offset` is still the position the batch was read from. A batch that was
-already committed (an interrupt landing right after COMMIT) or a zombie consumer that
-lost its partitions therefore aborts instead of counting twice.
+Two fences guard every transaction that writes for a partition:
+- the claim (`partition_claims`): each claim of a partition has a strictly increasing
+  owner epoch; a commit, compaction swap or cleanup first locks the partition's claim
+  row and checks that the caller still holds the newest epoch, so a worker that paused
+  while its partitions moved can neither commit, delete nor compact;
+- the offsets: the stored `next_offset` must still be where the batch was read from, so
+  a batch committed twice (an interrupt landing right after COMMIT) aborts.
 """
 
 from __future__ import annotations
@@ -26,7 +24,18 @@ from antenna_platform.lake import LakeFile
 
 
 class FencedError(RuntimeError):
-    """Stored offsets moved under us: this batch must be dropped and the partitions re-read."""
+    """A newer claim or moved offsets: drop what is in hand and re-claim the partitions."""
+
+
+@dataclass(frozen=True)
+class StoredClaim:
+    """A partition's newest claim as stored (read under its row lock)."""
+
+    epoch: int
+    generation: int
+    owner: str  # the worker that holds it (host/pid/uuid)
+    released: bool  # given up on a clean stop: anyone may claim it
+    lease_age_s: float  # seconds since its holder last proved it was alive
 
 
 # A rejected message: (partition, offset, payload, reason, received_at as naive UTC). A
@@ -60,12 +69,114 @@ def load_offsets(
     return {r[0]: OffsetState(int(r[1]), naive_to_epoch(r[2]), r[3]) for r in rows}
 
 
+def lock_claims(
+    conn: psycopg.Connection, group: str, topic: str, partitions: Sequence[int]
+) -> dict[int, StoredClaim]:
+    """Lock the partitions' claim rows (created if missing) in partition order; inside a
+    transaction. A claimer and a committer of the same partition serialize here."""
+    parts = sorted(set(partitions))
+    conn.execute(
+        "insert into partition_claims (consumer_group, topic, partition, epoch, generation, "
+        "owner, released) select %s, %s, p, 0, -1, '', true from unnest(%s::int[]) as p "
+        "on conflict do nothing",
+        (group, topic, parts),
+    )
+    rows = conn.execute(
+        "select partition, epoch, generation, owner, released, "
+        "extract(epoch from (clock_timestamp() at time zone 'utc') - renewed_at) "
+        "from partition_claims "
+        "where consumer_group = %s and topic = %s and partition = any(%s) "
+        "order by partition for update",
+        (group, topic, parts),
+    ).fetchall()
+    return {r[0]: StoredClaim(int(r[1]), int(r[2]), r[3], r[4], float(r[5])) for r in rows}
+
+
+def write_claims(
+    conn: psycopg.Connection,
+    group: str,
+    topic: str,
+    epochs: Mapping[int, int],
+    generation: int,
+    owner: str,
+) -> None:
+    """Record new claims (rows locked by `lock_claims` in the same transaction)."""
+    conn.execute(
+        "update partition_claims c set epoch = m.e, generation = %s, owner = %s, "
+        "released = false, claimed_at = (clock_timestamp() at time zone 'utc'), "
+        "renewed_at = (clock_timestamp() at time zone 'utc') "
+        "from unnest(%s::int[], %s::bigint[]) as m(p, e) "
+        "where c.consumer_group = %s and c.topic = %s and c.partition = m.p",
+        (generation, owner, list(epochs), list(epochs.values()), group, topic),
+    )
+
+
+def check_claims(
+    conn: psycopg.Connection, group: str, topic: str, epochs: Mapping[int, int]
+) -> None:
+    """Inside the transaction that does the work: lock the claim rows and check that the
+    caller holds the newest claim of every partition (and renew its lease)."""
+    stored = lock_claims(conn, group, topic, list(epochs))
+    for p, epoch in sorted(epochs.items()):
+        s = stored[p]
+        if s.epoch != epoch or s.released:
+            raise FencedError(
+                f"partition {p}: claimed by {s.owner or 'nobody'} with epoch {s.epoch} "
+                f"(generation {s.generation}); this worker holds epoch {epoch}"
+            )
+    renew_leases(conn, group, topic, list(epochs))
+
+
+def renew_leases(
+    conn: psycopg.Connection, group: str, topic: str, partitions: Sequence[int]
+) -> None:
+    """The holder is alive: restart its claims' lease (rows locked by the caller)."""
+    conn.execute(
+        "update partition_claims set renewed_at = (clock_timestamp() at time zone 'utc') "
+        "where consumer_group = %s and topic = %s and partition = any(%s)",
+        (group, topic, sorted(partitions)),
+    )
+
+
+def release_claims(
+    conn: psycopg.Connection, group: str, topic: str, epochs: Mapping[int, int]
+) -> None:
+    """Give claims up on a clean stop, so the next worker need not wait for the lease."""
+    conn.execute(
+        "update partition_claims c set released = true "
+        "from unnest(%s::int[], %s::bigint[]) as m(p, e) "
+        "where c.consumer_group = %s and c.topic = %s and c.partition = m.p and c.epoch = m.e",
+        (list(epochs), list(epochs.values()), group, topic),
+    )
+
+
+APPLICATION = "antenna-stream"  # application_name prefix of the stream's sessions
+
+
+def reap_stuck_sessions(conn: psycopg.Connection, older_than_s: float) -> list[int]:
+    """End other stream sessions whose transaction has been open for `older_than_s`.
+
+    A worker frozen in the middle of a transaction keeps its row locks: Postgres' idle-in-
+    transaction timeout ends it only when it waits for its client between statements,
+    not when it is blocked sending results to (or reading COPY data from) a client that
+    no longer reads. A stream transaction lasts milliseconds to seconds (its statements
+    are bounded by `statement_timeout`), so one open that long belongs to a stopped
+    worker; ending it rolls it back (the worker's claim is fenced anyway)."""
+    rows = conn.execute(
+        "select pid, pg_terminate_backend(pid) from pg_stat_activity "
+        "where datname = current_database() and pid <> pg_backend_pid() "
+        "and application_name like %s "
+        "and xact_start < now() - make_interval(secs => %s)",
+        (f"{APPLICATION}%", older_than_s),
+    ).fetchall()
+    return [r[0] for r in rows if r[1]]
+
+
 def fence(
     conn: psycopg.Connection, group: str, topic: str, expected: Mapping[int, int | None]
 ) -> None:
-    """Lock the partitions' offset rows and check they are where the batch started."""
-    for p in sorted(expected):
-        conn.execute("select pg_advisory_xact_lock(hashtext(%s), %s)", (f"{group}/{topic}", p))
+    """Check that the partitions' stored offsets are where the batch started (call after
+    `check_claims`, which holds the partitions' row locks)."""
     stored = {p: s.next_offset for p, s in load_offsets(conn, group, topic, list(expected)).items()}
     for p, exp in expected.items():
         if stored.get(p) != exp:
@@ -189,11 +300,19 @@ def save_offsets(
         )
 
 
-def low_event_time(conn: psycopg.Connection, group: str, topic: str) -> int | None:
-    """Min over all partitions with data of their max event time (the group's low mark)."""
+def low_event_time(
+    conn: psycopg.Connection, group: str, topic: str, idle_s: float = 300.0
+) -> int | None:
+    """Min over the partitions with data of their max event time (the group's low mark).
+
+    A partition that has committed nothing for `idle_s` (no traffic reaches it) does not
+    hold the mark back, unless every partition is idle: its events, if any arrive later,
+    are late ones (counted, in the lake, and the batch recomputes their hour)."""
     row = conn.execute(
-        "select min(max_event_ts) from stream_offsets where consumer_group = %s and topic = %s",
-        (group, topic),
+        "select coalesce(min(max_event_ts) filter (where updated_at >= "
+        "(now() at time zone 'utc') - make_interval(secs => %s)), min(max_event_ts)) "
+        "from stream_offsets where consumer_group = %s and topic = %s",
+        (idle_s, group, topic),
     ).fetchone()
     return naive_to_epoch(row[0]) if row else None
 

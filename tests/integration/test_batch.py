@@ -236,10 +236,8 @@ def plant(
         schema=lake.SCHEMA,
     )
     rel = f"{lake.hour_relpath(int(hour.timestamp()))}/{name}.parquet"
-    size = lake.write_parquet_atomic(settings.lake_dir, rel, table)
-    f = lake.LakeFile(rel, hour.replace(tzinfo=None), None, n, sum(b for _, b in rows), size)
-    with connect(settings) as conn, conn.transaction():
-        lake.register_files(conn, [f])
+    with connect(settings, autocommit=True) as conn:
+        lake.add_files(settings.lake_dir, conn, [(rel, table)])
 
 
 # planted bad row, what the example shows, the Pandera check that must fail
@@ -390,6 +388,7 @@ def test_files_compacted_during_the_read_are_reread_not_skipped(platform, spark,
         with conn.transaction():
             conn.execute("delete from lake_files where path = any(%s)", (rels,))
             lake.register_files(conn, [merged])
+        lake.publish(platform.lake_dir, [merged.path])
         for rel in rels:
             (platform.lake_dir / rel).unlink()
 

@@ -27,6 +27,9 @@ VIEWS = (
     "app_usage_hourly",
     "quota_breaches",
     "live_traffic_5min",
+    "live_antenna_5min",
+    "live_app_5min",
+    "live_user_5min",
     "daily_summary",
 )
 APPS = ("SKYPE", "TELEGRAM", "FACETIME", "FACEBOOK")
@@ -162,16 +165,14 @@ def test_dbt_build_serving_views_match_independent_numbers(platform, dataset):
     evaluations = result.get_asset_check_evaluations()
     assert len(evaluations) >= 30 and failed_checks(result) == set()
     materialized = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
-    assert materialized == set(VIEWS)
+    assert materialized == set(VIEWS)  # staging models are inlined, not assets
 
-    views = {
-        r[0]
-        for r in rows(
-            platform,
-            "select table_name from information_schema.views where table_schema = 'serving'",
-        )
-    }
-    assert views == set(VIEWS)
+    views = rows(
+        platform,
+        "select table_schema, table_name from information_schema.views "
+        "where table_schema in ('serving', 'staging')",
+    )
+    assert sorted(views) == sorted(("serving", v) for v in VIEWS)
 
     ev = dataset.batch_events
 
@@ -213,14 +214,16 @@ def test_dbt_build_serving_views_match_independent_numbers(platform, dataset):
         per_user[(hour(e), EMAIL[e.user])] += e.bytes
     got = rows(
         platform,
-        "select hour, user_id, name, email, bytes, quota, quota_pct, over_quota "
+        "select hour, user_id, name, email, bytes, quota, quota_pct, over_quota, share "
         "from serving.user_usage_hourly",
     )
     assert {(r[0], r[3]): r[4] for r in got} == per_user
-    for _h, uid, name, email, b, quota, pct, over in got:
+    for h, uid, name, email, b, quota, pct, over, share in got:
         assert EMAIL[uid] == email and name == NAME[email] and quota == QUOTA[email]
         assert pct == pytest.approx(100 * b / QUOTA[email])
         assert over is (b > QUOTA[email])
+        assert share == pytest.approx(b / per_hour[h])  # every device here is a known user
+    got = [r[:8] for r in got]
     breaches = sorted((h, email) for (h, email), b in per_user.items() if b > QUOTA[email])
     assert sum(1 for r in got if r[7]) == len(breaches) > len(HOURS)  # fede plus others
 
@@ -285,6 +288,27 @@ def test_dbt_build_serving_views_match_independent_numbers(platform, dataset):
         assert n_ant == len({e.antenna for e in windows[w]})
         assert n_users == len({e.user for e in windows[w]})
         assert n_apps == len({e.app for e in windows[w]})
+
+    # the live views per antenna, app and user: same windows, one row per entity
+    per_entity: dict[str, dict[tuple, int]] = {"antenna": {}, "app": {}, "user": {}}
+    for w, evs in windows.items():
+        for e in evs:
+            for kind, entity in (("antenna", e.antenna), ("app", e.app), ("user", e.user)):
+                k = (w, entity)
+                per_entity[kind][k] = per_entity[kind].get(k, 0) + e.bytes
+    got = rows(
+        platform,
+        "select window_start, window_end, antenna_id, bytes from serving.live_antenna_5min",
+    )
+    assert {(w, a): b for w, _, a, b in got} == per_entity["antenna"]
+    assert all(end == w + timedelta(minutes=5) for w, end, _, _ in got)
+    got = rows(platform, "select window_start, app, bytes from serving.live_app_5min")
+    assert {(w, a): b for w, a, b in got} == per_entity["app"]
+    got = rows(
+        platform, "select window_start, user_id, name, email, bytes from serving.live_user_5min"
+    )
+    assert {(w, u): b for w, u, _, _, b in got} == per_entity["user"]
+    assert all(email == EMAIL[u] and name == NAME[email] for _, u, name, email, _ in got)
 
     # a second build replaces the views and changes nothing
     before = {v: sorted(rows(platform, f"select * from serving.{v}")) for v in VIEWS}  # noqa: S608

@@ -89,7 +89,11 @@ def expected(payloads):
 
 
 def observed(settings):
-    """What the platform holds: bytes rows, lake per-hour (count, sum) via the manifest."""
+    """What the platform holds: bytes rows, the lake read through its manifest (pyarrow) and
+    as a plain reader reads it (DuckDB over device_events/**/*.parquet), dead letters,
+    offsets."""
+    import duckdb
+
     root = Path(settings.lake_dir)
     with connect(settings) as conn:
         bytes_rows = {
@@ -97,40 +101,68 @@ def observed(settings):
             for r in conn.execute('select "timestamp", id, type, value from bytes')
         }
         manifest = [r[0] for r in conn.execute("select path from lake_files")]
-        dead = conn.execute('select payload, reason from dead_letter order by partition, "offset"')
-        dead = [(bytes(r[0]), r[1]) for r in dead]
-        offsets = conn.execute(
-            "select coalesce(sum(next_offset), 0) from stream_offsets where topic = %s",
+        dead = conn.execute(
+            'select payload, reason, partition, "offset" from dead_letter where topic = %s '
+            'order by partition, "offset"',
             (settings.topic,),
-        ).fetchone()[0]
+        ).fetchall()
+        next_offsets = dict(
+            conn.execute(
+                "select partition, next_offset from stream_offsets where topic = %s",
+                (settings.topic,),
+            ).fetchall()
+        )
     hours: dict[int, list[int]] = {}
-    keys = set()
-    nrows = 0
+    keys: list[tuple[int, int]] = []
     for rel in manifest:
+        if not (root / rel).is_file():
+            continue  # missing: assert_exact compares the manifest with the disk
         t = pq.read_table(root / rel)
-        nrows += t.num_rows
-        parts, offs = t["kafka_partition"].to_pylist(), t["kafka_offset"].to_pylist()
-        keys.update(zip(parts, offs, strict=True))
+        keys += zip(t["kafka_partition"].to_pylist(), t["kafka_offset"].to_pylist(), strict=True)
         secs = pc.cast(t["timestamp"], "int64").to_pylist()
         for us, b in zip(secs, t["bytes"].to_pylist(), strict=True):
             ts = us // 1_000_000
             h = hours.setdefault(ts - ts % HOUR, [0, 0])
             h[0] += 1
             h[1] += b
-    on_disk = {p.relative_to(root).as_posix() for p in (root / "device_events").rglob("*.parquet")}
+    dataset = root / "device_events"
+    on_disk = (
+        {p.relative_to(root).as_posix() for p in dataset.rglob("*")} if dataset.is_dir() else set()
+    )
+    on_disk = {p for p in on_disk if (root / p).is_file()}
+    plain_hours: dict[int, tuple[int, int]] = {}
+    plain_keys = 0
+    if any(p.endswith(".parquet") for p in on_disk):
+        con = duckdb.connect()
+        rows = con.execute(
+            "select epoch(timestamp)::bigint // 3600 * 3600 as h, count(*), sum(bytes), "
+            "count(distinct (kafka_partition, kafka_offset)) "
+            f"from read_parquet('{dataset}/**/*.parquet') group by h"
+        ).fetchall()
+        plain_hours = {int(h): (int(n), int(b)) for h, n, b, _ in rows}
+        plain_keys = sum(int(r[3]) for r in rows)
+    staging = root / "_staging"
     return {
         "bytes": bytes_rows,
         "hours": {k: tuple(v) for k, v in hours.items()},
-        "lake_rows": nrows,
-        "unique_keys": len(keys),
-        "dead": dead,
-        "offsets": int(offsets),
+        "lake_rows": len(keys),
+        "lake_keys": keys,
+        "unique_keys": len(set(keys)),
+        "dead": [(bytes(r[0]) if r[0] is not None else None, r[1]) for r in dead],
+        "dead_keys": [(r[2], r[3]) for r in dead],
+        "offsets": int(sum(next_offsets.values())),
+        "next_offsets": next_offsets,
         "manifest": set(manifest),
         "on_disk": on_disk,
+        "plain_hours": plain_hours,
+        "plain_keys": plain_keys,
+        "staged": sorted(p.name for p in staging.iterdir()) if staging.is_dir() else [],
     }
 
 
 def assert_exact(settings, payloads) -> dict:
+    """Every event once in the lake (manifest and plain reader), in `bytes` and every
+    reject once in the dead letters; offsets cover exactly what was written."""
     exp_rows, exp_hours, n_valid, bad = expected(payloads)
     got = observed(settings)
     assert got["lake_rows"] == n_valid
@@ -139,10 +171,18 @@ def assert_exact(settings, payloads) -> dict:
     missing = {k: v for k, v in exp_rows.items() if got["bytes"].get(k) != v}
     extra = {k: v for k, v in got["bytes"].items() if k not in exp_rows}
     assert not missing and not extra, (list(missing.items())[:5], list(extra.items())[:5])
-    assert sorted(p for p, _ in got["dead"]) == sorted(bad)
+    assert sorted(p or b"" for p, _ in got["dead"]) == sorted(b or b"" for b in bad)
     assert all(reason for _, reason in got["dead"])
     assert got["offsets"] == len(payloads)
-    assert got["on_disk"] == got["manifest"], "orphan or missing lake files"
+    # lake and dead-letter (partition, offset) pairs are disjoint and cover every offset
+    lake_keys, dead_keys = set(got["lake_keys"]), set(got["dead_keys"])
+    assert not lake_keys & dead_keys, "an offset is both in the lake and a dead letter"
+    every = {(p, o) for p, n in got["next_offsets"].items() for o in range(n)}
+    assert lake_keys | dead_keys == every, "offsets not covered exactly by lake + dead letters"
+    # the lake directory itself is the committed dataset: what a plain reader sees
+    assert got["on_disk"] == got["manifest"], "orphan, superseded or missing lake files"
+    assert got["plain_hours"] == exp_hours, "a plain reader of device_events/ sees other rows"
+    assert got["plain_keys"] == n_valid
     return got
 
 

@@ -20,7 +20,13 @@ import pytest
 
 from antenna_platform.config import PROJECT_ROOT
 from antenna_platform.warehouse import connect
-from tests.integration.test_stream import assert_exact, make_payloads, produce, run_job
+from tests.integration.test_stream import (
+    assert_exact,
+    make_payloads,
+    observed,
+    produce,
+    run_job,
+)
 from tests.integration.test_stream_faults import committed
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -79,6 +85,93 @@ def test_sigterm_commits_the_batch_in_hand_and_offsets_match_writes(make_platfor
     ]
     done = committed(settings)
     assert 0 < done < len(payloads)
+    # the batch in hand was committed, and only it: offsets = lake rows + dead letters, the
+    # files on disk are exactly the manifest, and a plain reader sees those rows
     assert written(settings) == done
+    got = observed(settings)
+    assert got["on_disk"] == got["manifest"]
+    assert sum(n for n, _ in got["plain_hours"].values()) == got["lake_rows"]
+    assert set(got["lake_keys"]) | set(got["dead_keys"]) == {
+        (p, o) for p, n in got["next_offsets"].items() for o in range(n)
+    }
     assert run_job({"stop_when_idle_s": 4, "give_up_after_s": 30}).success
     assert_exact(settings, payloads)
+
+
+def test_sigterm_while_postgres_is_down_ends_the_run_within_seconds(
+    make_platform, tmp_path, monkeypatch
+):
+    """A stream run whose Postgres has gone away: SIGTERM ends it within 10 s (the batch in
+    hand is dropped, its offsets never moved) instead of retrying on."""
+    from antenna_platform import services
+    from antenna_platform.config import load_settings
+    from antenna_platform.warehouse import provision
+    from tests.conftest import free_port
+
+    base = make_platform(partitions=2, provision=False, ANTENNA_WATERMARK_SECONDS="86400")
+    monkeypatch.delenv("ANTENNA_DATABASE_URL")
+    monkeypatch.setenv("ANTENNA_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ANTENNA_PG_PORT", str(free_port()))
+    settings = load_settings()
+    assert settings.embedded_postgres and settings.topic == base.topic
+    services.start_postgres(settings)
+    try:
+        provision(settings)
+        services.ensure_topic(settings)
+        payloads = make_payloads(40_000, seed=23, bad_ratio=0.02)
+        produce(settings, payloads[:20_000])
+        proc, lines = _dagster_stream(tmp_path, max_batch_events=1000)
+        deadline = time.monotonic() + 120
+        while committed(settings) == 0 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert committed(settings) > 0, "".join(lines)[-3000:]
+        services.stop_postgres(settings)
+        produce(settings, payloads[20_000:])
+        deadline = time.monotonic() + 120
+        while not any("not committed" in x or "cannot claim" in x for x in lines):
+            assert time.monotonic() < deadline, "".join(lines)[-3000:]
+            assert proc.poll() is None, "".join(lines)[-3000:]
+            time.sleep(0.1)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        took = time.monotonic() - t0
+        out = "".join(lines)
+        print(f"SIGTERM to the end of the run: {took:.1f}s")
+        assert took < 10, f"the run took {took:.1f}s to stop:\n{out[-3000:]}"
+        assert "stream stopped" in out, out[-3000:]
+        services.start_postgres(settings)
+        done = committed(settings)
+        assert written(settings) == done  # what was committed before the outage, nothing more
+    finally:
+        services.stop_postgres(settings)
+
+
+def _dagster_stream(tmp_path, **config) -> tuple[subprocess.Popen, list[str]]:
+    """`dagster job execute` of the stream job in a subprocess; its output collected."""
+    import threading
+
+    home = tmp_path / "dagster_home"
+    home.mkdir(exist_ok=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    (tmp_path / "defs.py").write_text(DEFS)
+    body = "".join(f"      {k}: {v}\n" for k, v in config.items())
+    (tmp_path / "run.yaml").write_text(f"ops:\n  device_stream:\n    config:\n{body}")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(PROJECT_ROOT)}
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    cmd = [dagster, "job", "execute", "-f", str(tmp_path / "defs.py"), "-j", "device_stream_job"]
+    proc = subprocess.Popen(
+        [*cmd, "-c", str(tmp_path / "run.yaml")],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    return proc, lines

@@ -111,3 +111,36 @@ def test_checked_ids_and_apps_are_remembered_without_loosening_the_rules():
     assert isinstance(validate({**GOOD, "antenna_id": {"a": 1}}, now=NOW), Rejected)
     for _ in range(2):
         assert "control" in validate({**GOOD, "app": "WHATS\nAPP"}, now=NOW).reason
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [None, b"", b"{not json", b"\xff\xfe", b"{\xff}", b"[1] x", b"12 34", b'{"a":1}{"b":2}'],
+)
+def test_the_reason_for_an_undecodable_payload_is_the_one_parse_gives(payload):
+    from antenna_platform.contract import reject_undecodable
+
+    out = reject_undecodable(payload)
+    assert out == parse(payload, now=NOW)
+    assert out.reason in {"empty message", "not valid JSON", "not valid UTF-8", "not a JSON object"}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"{", b"{not json", b"{\xff", b'{"a": 1} x', b'{"a": 1}\x00', b'{"a": 1} \t\r\n', b"{}\n"],
+)
+def test_a_brace_without_a_closing_brace_is_judged_as_orjson_would(payload):
+    """The shortcut for '{' payloads without a final '}' gives what decoding would give."""
+    import orjson
+
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        try:
+            payload.decode("utf-8")
+            expected = "not valid JSON"
+        except UnicodeDecodeError:
+            expected = "not valid UTF-8"
+    else:
+        expected = validate(obj, now=NOW).reason
+    assert parse(payload, now=NOW).reason == expected

@@ -33,8 +33,13 @@ VIEWS = {
     "app_usage_hourly",
     "quota_breaches",
     "live_traffic_5min",
+    "live_antenna_5min",
+    "live_app_5min",
+    "live_user_5min",
     "daily_summary",
 }
+STAGING = {"stg_user_metadata", "stg_bytes", "stg_bytes_hourly", "stg_user_quota_limit"}
+LIVE = {"live_traffic_5min", "live_antenna_5min", "live_app_5min", "live_user_5min"}
 
 
 def key(name: str) -> dg.AssetKey:
@@ -115,10 +120,20 @@ def test_project_manifest_is_fresh_and_lists_every_view():
     assert not manifest_is_stale()  # importing resources.dbt made sure of it
     manifest = json.loads(DBT_PROJECT.manifest_path.read_text())
     models = {n["name"]: n for n in manifest["nodes"].values() if n["resource_type"] == "model"}
-    assert set(models) == VIEWS
-    for node in models.values():
-        assert node["schema"] == "serving"  # generate_schema_name: not "serving_serving"
-        assert node["config"]["materialized"] == "view"
+    assert set(models) == VIEWS | STAGING
+    for name, node in models.items():
+        # staging is inlined (ephemeral); generate_schema_name: "serving", not "serving_serving"
+        assert node["config"]["materialized"] == ("ephemeral" if name in STAGING else "view")
+        assert name in STAGING or node["schema"] == "serving"
+        # the columns Superset depends on cannot change silently
+        assert node["config"]["contract"]["enforced"] is (name in VIEWS), name
+        if name in VIEWS:
+            assert all(c["data_type"] for c in node["columns"].values()), name
+    unit_tests = {t["name"]: t["model"] for t in manifest["unit_tests"].values()}
+    assert unit_tests == {
+        "quota_breaches_counts_the_24_hours_ending_with_each_breach": "quota_breaches",
+        "daily_summary_breaks_a_top_app_tie_by_name": "daily_summary",
+    }
 
 
 def test_definitions_lineage_from_sources_to_every_view():
@@ -127,13 +142,18 @@ def test_definitions_lineage_from_sources_to_every_view():
     graph = defs.resolve_asset_graph()
     parents = {k: set(graph.get(k).parent_keys) for k in serving_views.keys}
     a = dg.AssetKey
+    # the ephemeral staging models are no assets: lineage runs through them to the sources
     assert parents == {
         key("antenna_traffic_hourly"): {a("bytes_hourly")},
         key("app_usage_hourly"): {a("bytes_hourly")},
         key("user_usage_hourly"): {a("bytes_hourly"), a("user_metadata")},
         key("quota_breaches"): {a("user_quota_limit"), a("user_metadata")},
-        key("live_traffic_5min"): {a("bytes")},  # the speed layer's table
-        key("daily_summary"): {key(v) for v in VIEWS - {"daily_summary", "live_traffic_5min"}},
+        # the live views read the speed layer's table
+        key("live_traffic_5min"): {a("bytes")},
+        key("live_antenna_5min"): {a("bytes")},
+        key("live_app_5min"): {a("bytes")},
+        key("live_user_5min"): {a("bytes"), a("user_metadata")},
+        key("daily_summary"): {key(v) for v in VIEWS - {"daily_summary"} - LIVE},
     }
 
     def ancestors(k: dg.AssetKey) -> set[dg.AssetKey]:
@@ -197,7 +217,7 @@ def test_views_rebuild_after_a_batch_hour_and_a_lake_hour():
             defs=defs, instance=instance, cursor=first.cursor
         )
         # old hours that were never computed (before 22:00) do not hold the views back
-        assert requested(after_batch) == VIEWS - {"live_traffic_5min"}
+        assert requested(after_batch) == VIEWS - LIVE
         again = dg.evaluate_automation_conditions(
             defs=defs, instance=instance, cursor=after_batch.cursor
         )
@@ -210,7 +230,7 @@ def test_views_rebuild_after_a_batch_hour_and_a_lake_hour():
         after_lake = dg.evaluate_automation_conditions(
             defs=defs, instance=instance, cursor=again.cursor
         )
-        assert requested(after_lake) == {"live_traffic_5min"}
+        assert requested(after_lake) == LIVE
 
 
 def test_prune_run_targets_keeps_the_newest(tmp_path: Path):

@@ -9,9 +9,13 @@ SERVING = [
     "app_usage_hourly",
     "daily_summary",
     "live_traffic_5min",
+    "live_antenna_5min",
+    "live_app_5min",
+    "live_user_5min",
     "quota_breaches",
     "user_usage_hourly",
 ]
+DASHBOARDS = ["live_traffic", "hourly_usage", "quota", "daily_summary"]
 
 
 def test_asset_keys():
@@ -24,6 +28,7 @@ def test_asset_keys():
         "bytes_hourly",
         "user_quota_limit",
         *(f"serving/{m}" for m in SERVING),
+        *(f"dashboards/{d}" for d in DASHBOARDS),
     }
 
 
@@ -146,3 +151,18 @@ def test_resources_name_the_environment_variables_they_read():
 
     named = {v for fields in expected.values() for v in fields.values()}
     assert named == set(ENV_VARS) <= set(services.dagster_env(load_settings({})))
+
+
+def test_dashboards_are_superset_assets_downstream_of_the_views_they_chart():
+    graph = defs.resolve_asset_graph()
+    expected = {
+        "live_traffic": {"live_antenna_5min", "live_app_5min", "live_user_5min"},
+        "hourly_usage": {"antenna_traffic_hourly", "app_usage_hourly", "user_usage_hourly"},
+        "quota": {"quota_breaches"},
+        "daily_summary": {"daily_summary"},
+    }
+    for name, views in expected.items():
+        node = graph.get(dg.AssetKey(["dashboards", name]))
+        assert node.group_name == "dashboards"
+        assert node.kinds == {"superset"}
+        assert {k.to_user_string() for k in node.parent_keys} == {f"serving/{v}" for v in views}

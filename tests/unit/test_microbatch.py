@@ -1,11 +1,11 @@
-"""The micro-batch in hand: parsed at poll time, limited by valid events, trimmed safely."""
+"""The micro-batch in hand: parsed at poll time, limited by valid events."""
 
 from __future__ import annotations
 
 import orjson
 from kafka.consumer.fetcher import ConsumerRecord
 
-from antenna_platform.contract import Event
+from antenna_platform.lake import SCHEMA
 from antenna_platform.stream.microbatch import MicroBatch
 
 NOW_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -28,11 +28,14 @@ def test_events_and_rejects_are_split_in_offset_order():
     ts = NOW_MS // 1000 - 60
     n = b.add(2, [_rec(10, _good(ts, 5)), _rec(11, b"[1]"), _rec(12, _good(ts, 7))])
     n += b.add(2, [_rec(13, b"\xff", ts_ms=NOW_MS - 3 * 3_600_000), _rec(14, None)])
-    assert n == 5 and b.records == 5 and b.valid == 2
-    pb = b.parts[2]
+    assert n == 5 and b.records == 5 and b.valid == 2 and b.partitions == [2]
+    pb = b.merged()[2]
     assert (pb.first_offset, pb.next_offset) == (10, 15)
-    assert pb.offsets == [10, 12]
-    assert [e.bytes for e in pb.events] == [5, 7] and all(type(e) is Event for e in pb.events)
+    assert pb.table.schema == SCHEMA
+    assert pb.table.column("kafka_offset").to_pylist() == [10, 12]
+    assert pb.table.column("kafka_partition").to_pylist() == [2, 2]
+    assert pb.table.column("bytes").to_pylist() == [5, 7]
+    assert pb.table.column("id").to_pylist() == [DEV, DEV]
     assert [(d[0], d[1], d[2], d[3]) for d in pb.dead] == [
         (2, 11, b"[1]", "not a JSON object"),
         (2, 13, b"\xff", "not valid UTF-8"),
@@ -40,27 +43,17 @@ def test_events_and_rejects_are_split_in_offset_order():
     ]
     hour = NOW_MS // 1000 // 3600 * 3600
     # rejects are counted in the hour of their Kafka record time
-    assert b.rejects_by_hour() == {hour: 2, hour - 3 * 3600: 1}
+    assert sorted(pb.dead_hours) == sorted([hour, hour - 3 * 3600, hour])
 
 
-def test_trim_drops_only_offsets_already_committed():
+def test_partitions_are_kept_apart_and_polls_joined_in_offset_order():
     b = MicroBatch(max_clock_skew_s=10**9)
     ts = NOW_MS // 1000 - 60
-    b.add(0, [_rec(o, _good(ts, o) if o % 2 else b"nope") for o in range(100, 110)])
-    pb = b.parts[0]
-    pb.trim(100)
-    assert len(pb.events) + len(pb.dead) == 10
-    pb.trim(105)
-    assert pb.offsets == [105, 107, 109]
-    assert [d[1] for d in pb.dead] == [106, 108]
-    assert len(pb.dead_hours) == 2 and pb.first_offset == 105 and pb.next_offset == 110
-
-
-def test_unknown_ids_are_counted_per_event_hour():
-    b = MicroBatch(max_clock_skew_s=10**9)
-    ts = NOW_MS // 1000 - 60
-    b.add(0, [_rec(0, _good(ts, 1)), _rec(1, _good(ts - 7200, 1))])
-    assert b.unknown_by_hour(None) == {}
-    assert b.unknown_by_hour({DEV}) == {}
-    hour = ts - ts % 3600
-    assert b.unknown_by_hour(set()) == {hour: 1, hour - 7200: 1}
+    b.add(0, [_rec(0, _good(ts, 1)), _rec(1, _good(ts, 2))])
+    b.add(1, [_rec(7, _good(ts, 3))])
+    b.add(0, [_rec(2, _good(ts, 4))])
+    merged = b.merged()
+    assert sorted(merged) == [0, 1]
+    assert merged[0].table.column("bytes").to_pylist() == [1, 2, 4]
+    assert (merged[0].first_offset, merged[0].next_offset) == (0, 3)
+    assert merged[1].table.column("kafka_offset").to_pylist() == [7]

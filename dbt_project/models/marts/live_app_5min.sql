@@ -1,0 +1,15 @@
+with
+
+speed_totals as (
+
+    select * from {{ ref('stg_bytes') }}
+
+)
+
+select
+    window_start,
+    window_start + interval '5 minutes' as window_end,
+    entity as app,
+    bytes
+from speed_totals
+where kind = 'app' and {{ last_24_hours('window_start') }}

@@ -1,0 +1,327 @@
+"""The ownership and checkpoint state machines against real Postgres and a real lake, with
+a fake consumer (tests/fakes.py): a failure injected at every commit step, a fenced claim,
+lost partitions, a revocation mid-commit, a resync with a batch in hand.
+
+Expectations come from the payloads (`test_stream.expected` via `assert_exact`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from antenna_platform import lake
+from antenna_platform.stream import sinks
+from antenna_platform.stream.checkpoint import STEPS, Checkpoint, Committer, commit
+from antenna_platform.stream.consumer import KafkaLog
+from antenna_platform.stream.engine import StreamEngine, StreamOptions
+from antenna_platform.stream.listener import RebalanceListener
+from antenna_platform.stream.maintenance import compact_partitions
+from antenna_platform.stream.ownership import Ownership
+from antenna_platform.warehouse import connect
+from tests.fakes import FakeConsumer
+from tests.integration.test_stream import assert_exact, make_payloads, observed
+
+pytestmark = pytest.mark.integration
+
+
+FUTURE = int(time.time()) + 10 * 3600  # an event time past every test hour
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def split(payloads, parts: int = 2) -> dict[int, list[bytes]]:
+    logs: dict[int, list[bytes]] = {p: [] for p in range(parts)}
+    for i, (payload, _ok) in enumerate(payloads):
+        logs[i % parts].append(payload)
+    return logs
+
+
+class Worker:
+    """One worker's ownership, checkpoint and (fake) consumer, driven step by step."""
+
+    def __init__(self, settings, logs, name: str, generation: int) -> None:
+        self.settings, self.root = settings, Path(settings.lake_dir)
+        self.consumer = FakeConsumer(settings.topic, logs)
+        self.consumer.assigned, self.consumer.generation = sorted(logs), generation
+        self.own = Ownership(settings.consumer_group, settings.topic, name)
+        self.own.assign(sorted(logs), generation)
+        self.cp = Checkpoint(settings.consumer_group, settings.topic, 10**9, 86400)
+        self.conn = connect(settings, autocommit=True)
+
+    def claim(self):
+        res = self.own.sync(self.conn, KafkaLog(self.consumer, self.settings.topic), self.root)
+        for p, state in res.claimed.items():
+            self.cp.open(p, state)
+        return res
+
+    def read_all(self) -> int:
+        n = 0
+        while polled := self.consumer.poll(max_records=100_000):
+            for tp, recs in polled.items():
+                n += self.cp.add(tp.partition, recs)
+        return n
+
+    def freeze(self):
+        return self.cp.snapshot(self.own.held, None)
+
+    def commit(self, fault=lambda step: None):
+        result = commit(self.freeze(), self.conn, self.root, fault)
+        self.own.advance(result.states)
+        return result
+
+
+def raise_at(step: str):
+    def fault(s: str) -> None:
+        if s == step:
+            raise Boom(f"injected at {s}")
+
+    return fault
+
+
+def dataset_files(root: Path) -> list[str]:
+    base = root / "device_events"
+    return sorted(p.name for p in base.rglob("*.parquet")) if base.is_dir() else []
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_failure_at_any_commit_step_then_the_next_claim_is_exact(platform, step):
+    payloads = make_payloads(3_000, seed=81, bad_ratio=0.05, hours=2)
+    logs = split(payloads)
+    a = Worker(platform, logs, "worker-a", generation=0)
+    a.claim()
+    assert a.read_all() == len(payloads)
+    with pytest.raises(Boom):
+        a.commit(raise_at(step))
+    got = observed(platform)
+    committed = STEPS.index(step) >= STEPS.index("committed")
+    if not committed:  # rolled back: nothing moved, nothing visible
+        assert got["offsets"] == 0 and got["manifest"] == set() and got["bytes"] == {}
+        assert got["dead"] == []
+    else:
+        assert got["offsets"] == len(payloads) and got["manifest"]
+    published = step == "published"
+    assert bool(got["on_disk"]) == published, "device_events/ must hold only published files"
+    assert bool(got["staged"]) == (not published)
+    # the next claim (another worker, a newer generation) recovers
+    b = Worker(platform, logs, "worker-b", generation=1)
+    res = b.claim()
+    assert sorted(res.claimed) == [0, 1]
+    cleanup = res.cleanup
+    if committed and not published:
+        assert len(cleanup.published) == len(got["manifest"]) and not cleanup.removed_staged
+    elif not committed:
+        assert cleanup.removed_staged and not cleanup.published
+    b.read_all()
+    if b.cp.records:
+        b.commit()
+    got = assert_exact(platform, payloads)
+    assert got["staged"] == []
+    # the failed worker is fenced for good: it can neither commit nor claim back
+    a.cp.drop()
+    a.own.unclaim()
+    assert sorted(a.claim().refused) == [0, 1]
+
+
+def test_a_fenced_worker_can_neither_commit_nor_compact_nor_clean(platform):
+    payloads = make_payloads(4_000, seed=82, bad_ratio=0.02, hours=1)
+    logs = split(payloads)
+    a = Worker(platform, logs, "worker-a", generation=3)
+    a.claim()
+    a.read_all()
+    snap = a.freeze()  # worker A freezes a batch ... and pauses
+    b = Worker(platform, logs, "worker-b", generation=4)
+    b.claim()  # the group moved on: B claims both partitions
+    half = {p: v[: len(v) // 2] for p, v in logs.items()}
+    b.consumer.logs = half
+    b.read_all()
+    b.commit()  # B commits the first half of each partition
+    # A wakes: its commit is fenced inside the transaction; nothing of it lands
+    before = observed(platform)
+    with pytest.raises(sinks.FencedError, match="epoch"):
+        commit(snap, a.conn, a.root)
+    after = observed(platform)
+    assert after["manifest"] == before["manifest"] and after["offsets"] == before["offsets"]
+    assert after["on_disk"] == before["on_disk"]
+    assert after["staged"], "A's staged files are left for the owner to remove"
+    # B reads the rest: now two files per hour and partition, ripe for compaction
+    b.consumer.logs = logs
+    b.read_all()
+    b.commit()
+    before = observed(platform)
+    # A can neither compact B's files, nor clean, nor claim back (B's lease is fresh)
+    with pytest.raises(sinks.FencedError):
+        compact_partitions(
+            a.conn, a.root, platform.consumer_group, platform.topic, a.own.epochs(), {0: FUTURE}, 0
+        )
+    assert observed(platform)["manifest"] == before["manifest"]
+    assert dataset_files(a.root) == sorted(Path(p).name for p in before["on_disk"])
+    with pytest.raises(sinks.FencedError), a.conn.transaction():
+        sinks.check_claims(a.conn, platform.consumer_group, platform.topic, a.own.epochs())
+    a.own.unclaim()
+    refused = a.claim().refused
+    assert sorted(refused) == [0, 1] and "generation 4" in str(refused[0])
+    # B's next claim removes A's leftovers (A's staged files and compaction output)
+    b.own.unclaim()
+    res = b.claim()
+    assert len(res.cleanup.removed_staged) >= 2
+    got = assert_exact(platform, payloads)
+    assert got["staged"] == []
+
+
+def _engine(settings, logs, **opts) -> tuple[StreamEngine, FakeConsumer]:
+    fake = FakeConsumer(settings.topic, logs)
+    engine = StreamEngine(settings, StreamOptions(**opts))
+    engine.make_consumer = lambda _settings, listener: fake.subscribe(listener)
+    return engine, fake
+
+
+def test_lost_partitions_drop_the_batch_in_hand_and_never_commit_it(platform):
+    payloads = make_payloads(2_000, seed=83, bad_ratio=0.02)
+    logs = split(payloads)
+    engine, fake = _engine(platform, logs, max_batch_s=3600, max_batch_events=10**6)
+    fake.rebalance([0, 1], generation=0)
+    polls = {"n": 0}
+    real_poll = fake.poll
+
+    def poll(**kw):
+        polls["n"] += 1
+        if polls["n"] == 3:  # a batch is in hand (nothing committed yet): evicted
+            assert engine.checkpoint.records == len(payloads)
+            fake.evict()
+        if polls["n"] == 5:
+            raise KeyboardInterrupt  # stop the run here
+        return real_poll(**kw)
+
+    fake.poll = poll
+    with pytest.raises(KeyboardInterrupt):
+        engine.run()
+    got = observed(platform)
+    assert got["offsets"] == 0 and got["manifest"] == set() and got["dead"] == []
+    assert engine.stats.records == 0
+
+
+def test_a_revocation_during_a_slow_commit_is_bounded_and_drops_it(platform):
+    payloads = make_payloads(2_000, seed=84, bad_ratio=0.02)
+    logs = split(payloads)
+    a = Worker(platform, logs, "worker-a", generation=0)
+    a.claim()
+    release = threading.Event()
+
+    def slow(step: str) -> None:
+        if step == "claims":  # holds the claim rows, like a Postgres that hangs
+            release.wait(30)
+
+    committer = Committer(
+        lambda: connect(platform, autocommit=True), a.root, lambda r: a.own.advance(r.states), slow
+    )
+    a.read_all()
+    committer.submit(a.freeze())
+    listener = RebalanceListener(
+        platform.topic, a.own, a.cp, committer, lambda m: None, budget_s=1.0
+    )
+    listener.consumer = a.consumer
+    t0 = time.monotonic()
+    listener.on_partitions_revoked(a.consumer.assignment())
+    assert time.monotonic() - t0 < 3.0, "the revocation must not wait for a slow commit"
+    assert a.own.held == {} and a.cp.positions == {}
+    release.set()
+    assert committer.close(30)
+    # the abandoned commit landed (nobody claimed in between): its state is the truth; a new
+    # claim reads on from it and ends exact
+    b = Worker(platform, logs, "worker-b", generation=1)
+    b.claim()
+    b.read_all()
+    if b.cp.records:
+        b.commit()
+    assert_exact(platform, payloads)
+
+
+def test_a_resync_drops_the_batch_in_hand_and_rereads_from_the_stored_offsets(platform):
+    payloads = make_payloads(3_000, seed=85, bad_ratio=0.02)
+    logs = split(payloads)
+    engine, fake = _engine(platform, logs, max_batch_events=500, stop_when_idle_s=1)
+    fake.rebalance([0, 1], generation=0)
+    polls = {"n": 0}
+    real_poll = fake.poll
+
+    def poll(**kw):
+        polls["n"] += 1
+        if polls["n"] == 4:
+            # e.g. the topic id moved: every partition is claimed again with records in hand
+            assert engine.checkpoint.records or engine.committer.busy
+            engine._reset()
+        return real_poll(**kw)
+
+    fake.poll = poll
+    stats = engine.run()
+    assert stats.stop_reason.startswith("idle")
+    assert_exact(platform, payloads)
+    with connect(platform) as conn:
+        epochs = conn.execute("select epoch from partition_claims order by partition").fetchall()
+    assert [e for (e,) in epochs] == [2, 2], "claimed once, then again after the resync"
+
+
+def test_compaction_publishes_the_merge_and_removes_its_inputs_at_once(platform):
+    payloads = make_payloads(2_000, seed=86, bad_ratio=0.0, hours=1)
+    logs = split(payloads, parts=1)
+    a = Worker(platform, logs, "worker-a", generation=0)
+    a.claim()
+    half = len(logs[0]) // 2
+    a.consumer.logs = {0: logs[0][:half]}
+    a.read_all()
+    a.commit()
+    a.consumer.logs = logs
+    a.read_all()
+    a.commit()
+    files_before = dataset_files(a.root)
+    assert len(files_before) >= 2
+    n = compact_partitions(
+        a.conn, a.root, platform.consumer_group, platform.topic, a.own.epochs(), {0: FUTURE}, 0
+    )
+    assert n >= 1
+    after = dataset_files(a.root)
+    assert not set(files_before) & set(after), "superseded inputs left in device_events/"
+    assert all(lake.writer_of(f) == (0, a.own.epochs()[0]) for f in after)
+    assert_exact(platform, payloads)
+
+
+def test_a_frozen_transaction_holding_the_claims_is_ended_by_the_successor(platform):
+    """A worker frozen inside a transaction keeps its row locks (Postgres ends idle
+    transactions, not one blocked on a client that stopped reading). Its successor's claim
+    times out on the lock, ends the stuck session and goes on."""
+    payloads = make_payloads(1_000, seed=87, bad_ratio=0.0)
+    logs = split(payloads)
+    zombie = psycopg.connect(
+        platform.database_url, autocommit=True, application_name="antenna-stream:frozen"
+    )
+    try:
+        with connect(platform, autocommit=True) as conn:
+            sinks.lock_claims(conn, platform.consumer_group, platform.topic, [0, 1])  # rows
+        zombie.execute("begin")
+        sinks.lock_claims(zombie, platform.consumer_group, platform.topic, [0, 1])
+        engine, fake = _engine(platform, logs, stop_when_idle_s=1, stuck_transaction_s=2)
+        fake.rebalance([0, 1], generation=0)
+        stats = engine.run()
+        assert stats.failures >= 1  # the claim waited for the lock, then ended the session
+        assert any(
+            "frozen workers holding locks" in e or "LockNotAvailable" in e for e in stats.errors
+        )
+        assert zombie.broken or zombie.closed or _is_dead(zombie)
+    finally:
+        zombie.close()
+    assert_exact(platform, payloads)
+
+
+def _is_dead(conn) -> bool:
+    try:
+        conn.execute("select 1")
+    except psycopg.OperationalError:
+        return True
+    return False
