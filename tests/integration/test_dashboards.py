@@ -135,12 +135,12 @@ def dashboards(service_env, tmp_path_factory) -> Dashboards:
                 )
                 conn.commit()
             from assets.dbt import serving_views
-            from resources.dbt import build_dbt_resource
-            from resources.postgres import PostgresResource
+            from resources import build_resources
 
             built = dg.materialize(
                 [serving_views],
-                resources={"dbt": build_dbt_resource(), "postgres": PostgresResource()},
+                # the Definitions' resources: their EnvVars read this module's environment
+                resources={k: v for k, v in build_resources().items() if k in ("dbt", "postgres")},
             )
             assert built.success
             server.start(settings)
@@ -219,10 +219,12 @@ def test_import_is_idempotent_and_updates_an_edited_chart(dashboards):
     finally:
         # back to the repository's bundle, through the Dagster asset this time
         from assets.dashboards import DASHBOARDS
-        from resources.postgres import PostgresResource
+        from resources import build_resources
 
         result = dg.materialize(
-            DASHBOARDS, selection=["dashboards/quota"], resources={"postgres": PostgresResource()}
+            DASHBOARDS,
+            selection=["dashboards/quota"],
+            resources={"postgres": build_resources()["postgres"]},
         )
     assert result.success
     (event,) = result.get_asset_materialization_events()
