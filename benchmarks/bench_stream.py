@@ -66,8 +66,9 @@ class Quiet(Hooks):
         pass
 
 
-def fresh(base_env: dict[str, str], partitions: int, lake_root: Path):
-    """A new database, topic, group and lake; returns (settings, env)."""
+def fresh(base_env: dict[str, str], partitions: int, lake_root: Path, topic: str | None = None):
+    """A new database, group and lake, and a new topic (or `topic`, to read an existing
+    one again); returns (settings, env)."""
     tag = uuid.uuid4().hex[:8]
     admin = base_env["ANTENNA_DATABASE_URL"]
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -75,7 +76,7 @@ def fresh(base_env: dict[str, str], partitions: int, lake_root: Path):
     env = {
         **base_env,
         "ANTENNA_DATABASE_URL": with_database(admin, f"bench_{tag}"),
-        "ANTENNA_TOPIC": f"bench_{tag}",
+        "ANTENNA_TOPIC": topic or f"bench_{tag}",
         "ANTENNA_TOPIC_PARTITIONS": str(partitions),
         "ANTENNA_CONSUMER_GROUP": f"bench_{tag}",
         "ANTENNA_LAKE_DIR": str(lake_root / tag),
@@ -83,27 +84,14 @@ def fresh(base_env: dict[str, str], partitions: int, lake_root: Path):
     }
     settings = load_settings(env)
     provision(settings)
-    services.ensure_topic(settings)
+    if topic is None:
+        services.ensure_topic(settings)
     return settings, env
 
 
 def fresh_reader(base_env: dict[str, str], settings, lake_root: Path):
     """A new database, group and lake for another reader of the same topic."""
-    tag = uuid.uuid4().hex[:8]
-    admin = base_env["ANTENNA_DATABASE_URL"]
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(f"bench_{tag}")))
-    env = {
-        **base_env,
-        "ANTENNA_DATABASE_URL": with_database(admin, f"bench_{tag}"),
-        "ANTENNA_TOPIC": settings.topic,
-        "ANTENNA_CONSUMER_GROUP": f"bench_{tag}",
-        "ANTENNA_LAKE_DIR": str(lake_root / tag),
-        "ANTENNA_WATERMARK_SECONDS": "86400",
-    }
-    reader = load_settings(env)
-    provision(reader)
-    return reader, env
+    return fresh(base_env, settings.topic_partitions, lake_root, topic=settings.topic)
 
 
 def producer(settings) -> Producer:
