@@ -142,7 +142,15 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def write_staged(root: Path, final_rel: str, table: pa.Table) -> LakeFile:
+# Column statistics of a stream micro-batch file: the time and offset ranges (what
+# readers prune on). Statistics of the string columns cost as much as the zstd encoding
+# itself, and such a file lives minutes (compaction rewrites it with every statistic).
+BATCH_FILE_STATISTICS = ["timestamp", "bytes", "kafka_partition", "kafka_offset"]
+
+
+def write_staged(
+    root: Path, final_rel: str, table: pa.Table, statistics: bool | list[str] = True
+) -> LakeFile:
     """Write `table` (one hour's rows) to the staging folder, fsynced; returns the LakeFile
     describing its final path. Call `sync_staging` before the commit that covers it."""
     m = _HOUR_DIR.match(final_rel)
@@ -151,7 +159,7 @@ def write_staged(root: Path, final_rel: str, table: pa.Table) -> LakeFile:
     staged = root / staged_relpath(final_rel)
     staged.parent.mkdir(parents=True, exist_ok=True)
     try:
-        pq.write_table(table, staged, compression="zstd")
+        pq.write_table(table, staged, compression="zstd", write_statistics=statistics)
         _fsync(staged)
     except BaseException:
         staged.unlink(missing_ok=True)

@@ -257,7 +257,9 @@ def commit(
             try:
                 for hour, rows in columnar.split_by_hour(table):
                     rel = f"{lake.hour_relpath(hour)}/{name}.parquet"
-                    files.append(lake.write_staged(root, rel, rows))
+                    files.append(
+                        lake.write_staged(root, rel, rows, statistics=lake.BATCH_FILE_STATISTICS)
+                    )
             except OSError as exc:
                 raise LakeWriteError(
                     f"cannot write the lake under {root} (ANTENNA_LAKE_DIR): "

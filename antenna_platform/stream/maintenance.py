@@ -9,6 +9,7 @@ leaves them on disk, outside the manifest: the partition's next claim removes th
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -83,3 +84,54 @@ def compact_partitions(
             lake.remove(root, paths)
             n += 1
     return n
+
+
+class Compactor:
+    """Runs `compact_partitions` on a daemon thread with a connection of its own, so a
+    merge (reading and writing Parquet, mostly outside the GIL) never stalls the poll loop
+    (it would show as produce-to-visible latency). One round at a time; each swap is
+    fenced by the claims like any other write, so a round that outlives its claims
+    changes nothing."""
+
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection],
+        root: Path,
+        group: str,
+        topic: str,
+        grace_s: int,
+        on_error: Callable[[BaseException], None],
+    ) -> None:
+        self._connect, self.root, self.group, self.topic = connect, root, group, topic
+        self.grace_s, self._on_error = grace_s, on_error
+        self.merges = 0
+        self._thread: threading.Thread | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, epochs: Mapping[int, int], max_event_ts: Mapping[int, int]) -> bool:
+        """Start a round over these claims (frozen copies); False if one is running."""
+        if self.busy or not epochs:
+            return False
+        args = (dict(epochs), dict(max_event_ts))
+        self._thread = threading.Thread(
+            target=self._round, args=args, name="antenna-compact", daemon=True
+        )
+        self._thread.start()
+        return True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return not self.busy
+
+    def _round(self, epochs: dict[int, int], max_event_ts: dict[int, int]) -> None:
+        try:
+            with self._connect() as conn:
+                self.merges += compact_partitions(
+                    conn, self.root, self.group, self.topic, epochs, max_event_ts, self.grace_s
+                )
+        except Exception as exc:  # noqa: BLE001 - reported; the next round retries
+            self._on_error(exc)

@@ -22,16 +22,9 @@ from antenna_platform.config import PROJECT_ROOT
 from antenna_platform.warehouse import connect
 from tests.integration.test_stream import assert_exact, make_payloads, observed, produce
 from tests.integration.test_stream_faults import committed, run_to_idle
+from tests.integration.test_stream_scale import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def wait_for(cond, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def claims_by_pid(settings) -> dict[int, int]:

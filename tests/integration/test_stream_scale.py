@@ -19,7 +19,7 @@ import pytest
 
 from antenna_platform import services
 from antenna_platform.config import load_settings
-from antenna_platform.warehouse import connect, provision
+from antenna_platform.warehouse import connect
 from tests.conftest import free_port
 from tests.integration.test_stream import assert_exact, make_payloads, produce
 from tests.integration.test_stream_faults import committed, start_stream
@@ -75,34 +75,28 @@ def test_three_workers_on_six_partitions_with_rebalances_and_a_kill(make_platfor
     assert_exact(settings, payloads)
 
 
-def test_postgres_stopped_mid_stream_then_exact(make_platform, tmp_path, monkeypatch):
-    """A Postgres of this test's own is stopped for 30 s while the stream runs."""
-    base = make_platform(partitions=2, provision=False, ANTENNA_WATERMARK_SECONDS="86400")
-    monkeypatch.delenv("ANTENNA_DATABASE_URL")
-    monkeypatch.setenv("ANTENNA_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("ANTENNA_PG_PORT", str(free_port()))
-    settings = load_settings()
-    assert settings.embedded_postgres and settings.topic == base.topic
-    services.start_postgres(settings)
+def test_postgres_stopped_mid_stream_then_exact(own_postgres):
+    """The test's own Postgres is stopped for 30 s while the stream runs."""
+    settings, stop_postgres, start_postgres = own_postgres
+    payloads = make_payloads(60_000, seed=41, bad_ratio=0.02)
+    first, second = payloads[:30_000], payloads[30_000:]
+    produce(settings, first)
+    proc = start_stream("--batch", "2000", "--idle", "6")
     try:
-        provision(settings)
-        services.ensure_topic(settings)
-        first, second = make_payloads(60_000, seed=41, bad_ratio=0.02), []
-        first, second = first[:30_000], first[30_000:]
-        produce(settings, first)
-        proc = start_stream("--batch", "2000", "--idle", "6")
         wait_for(lambda: committed(settings) > 0, 60, "the first commit")
-        services.stop_postgres(settings)
+        stop_postgres()
         produce(settings, second)
-        time.sleep(30)
+        time.sleep(30)  # the outage
         assert proc.poll() is None, "the stream must wait for Postgres, not exit"
-        services.start_postgres(settings)
+        start_postgres()
         out, _ = proc.communicate(timeout=180)
-        assert proc.returncode == 0, out[-3000:]
-        assert "batch not committed" in out or "cannot resume" in out, out[-3000:]
-        assert_exact(settings, first + second)
     finally:
-        services.stop_postgres(settings)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out[-3000:]
+    assert "batch not committed" in out or "cannot claim" in out, out[-3000:]
+    assert_exact(settings, payloads)
 
 
 def test_lake_unwritable_gives_clear_error_and_recovers(make_platform):

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -51,34 +52,18 @@ def test_sigterm_commits_the_batch_in_hand_and_offsets_match_writes(make_platfor
     settings = make_platform(partitions=2, ANTENNA_WATERMARK_SECONDS="86400")
     payloads = make_payloads(150_000, seed=21, bad_ratio=0.02)
     produce(settings, payloads)
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    (tmp_path / "defs.py").write_text(DEFS)
-    (tmp_path / "run.yaml").write_text(
-        "ops:\n  device_stream:\n    config:\n      max_batch_events: 1000\n"
-    )
-    env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(PROJECT_ROOT)}
-    dagster = str(Path(sys.executable).with_name("dagster"))
-    cmd = [dagster, "job", "execute", "-f", str(tmp_path / "defs.py"), "-j", "device_stream_job"]
-    proc = subprocess.Popen(
-        [*cmd, "-c", str(tmp_path / "run.yaml")],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc, lines = dagster_stream(tmp_path, max_batch_events=1000)
     try:
         deadline = time.monotonic() + 120
         while committed(settings) == 0 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.3)
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
+    out = "".join(lines)
     # interrupted (the exception reached the engine) or stop requested (the flag did)
     assert "stream stopped (interrupted)" in out or "stream stopped (stop requested)" in out, out[
         -3000:
@@ -98,63 +83,42 @@ def test_sigterm_commits_the_batch_in_hand_and_offsets_match_writes(make_platfor
     assert_exact(settings, payloads)
 
 
-def test_sigterm_while_postgres_is_down_ends_the_run_within_seconds(
-    make_platform, tmp_path, monkeypatch
-):
+def test_sigterm_while_postgres_is_down_ends_the_run_within_seconds(own_postgres, tmp_path):
     """A stream run whose Postgres has gone away: SIGTERM ends it within 10 s (the batch in
     hand is dropped, its offsets never moved) instead of retrying on."""
-    from antenna_platform import services
-    from antenna_platform.config import load_settings
-    from antenna_platform.warehouse import provision
-    from tests.conftest import free_port
-
-    base = make_platform(partitions=2, provision=False, ANTENNA_WATERMARK_SECONDS="86400")
-    monkeypatch.delenv("ANTENNA_DATABASE_URL")
-    monkeypatch.setenv("ANTENNA_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("ANTENNA_PG_PORT", str(free_port()))
-    settings = load_settings()
-    assert settings.embedded_postgres and settings.topic == base.topic
-    services.start_postgres(settings)
+    settings, stop_postgres, start_postgres = own_postgres
+    payloads = make_payloads(40_000, seed=23, bad_ratio=0.02)
+    produce(settings, payloads[:20_000])
+    proc, lines = dagster_stream(tmp_path, max_batch_events=1000)
+    deadline = time.monotonic() + 120
+    while committed(settings) == 0 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert committed(settings) > 0, "".join(lines)[-3000:]
+    stop_postgres()
+    produce(settings, payloads[20_000:])
+    deadline = time.monotonic() + 120
+    while not any("not committed" in x or "cannot claim" in x for x in lines):
+        assert time.monotonic() < deadline, "".join(lines)[-3000:]
+        assert proc.poll() is None, "".join(lines)[-3000:]
+        time.sleep(0.1)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
     try:
-        provision(settings)
-        services.ensure_topic(settings)
-        payloads = make_payloads(40_000, seed=23, bad_ratio=0.02)
-        produce(settings, payloads[:20_000])
-        proc, lines = _dagster_stream(tmp_path, max_batch_events=1000)
-        deadline = time.monotonic() + 120
-        while committed(settings) == 0 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert committed(settings) > 0, "".join(lines)[-3000:]
-        services.stop_postgres(settings)
-        produce(settings, payloads[20_000:])
-        deadline = time.monotonic() + 120
-        while not any("not committed" in x or "cannot claim" in x for x in lines):
-            assert time.monotonic() < deadline, "".join(lines)[-3000:]
-            assert proc.poll() is None, "".join(lines)[-3000:]
-            time.sleep(0.1)
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        took = time.monotonic() - t0
-        out = "".join(lines)
-        print(f"SIGTERM to the end of the run: {took:.1f}s")
-        assert took < 10, f"the run took {took:.1f}s to stop:\n{out[-3000:]}"
-        assert "stream stopped" in out, out[-3000:]
-        services.start_postgres(settings)
-        done = committed(settings)
-        assert written(settings) == done  # what was committed before the outage, nothing more
+        proc.wait(timeout=60)
     finally:
-        services.stop_postgres(settings)
+        if proc.poll() is None:
+            proc.kill()
+    took = time.monotonic() - t0
+    out = "".join(lines)
+    print(f"SIGTERM to the end of the run: {took:.1f}s")
+    assert took < 10, f"the run took {took:.1f}s to stop:\n{out[-3000:]}"
+    assert "stream stopped" in out, out[-3000:]
+    start_postgres()
+    assert written(settings) == committed(settings)  # what was committed before, nothing more
 
 
-def _dagster_stream(tmp_path, **config) -> tuple[subprocess.Popen, list[str]]:
+def dagster_stream(tmp_path, **config) -> tuple[subprocess.Popen, list[str]]:
     """`dagster job execute` of the stream job in a subprocess; its output collected."""
-    import threading
-
     home = tmp_path / "dagster_home"
     home.mkdir(exist_ok=True)
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
