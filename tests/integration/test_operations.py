@@ -69,6 +69,7 @@ def fresh_shell_env(env: dict[str, str]) -> dict[str, str]:
     """What a new terminal has: PATH and HOME, plus where this platform lives (what a
     user sets before `antenna up` when not using the defaults)."""
     keep = {k: env[k] for k in ("ANTENNA_HOME", "ANTENNA_PG_PORT", "ANTENNA_KAFKA_PORT")}
+    keep["ANTENNA_DASHBOARD"] = "0"  # `antenna up` would start Superset too: not the subject
     for key in ("ANTENNA_DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"):  # external services
         if os.environ.get(key):
             keep[key] = env[key]

@@ -72,7 +72,8 @@ def test_sensor_stops_a_frozen_worker_it_gives_up_on(make_platform, tmp_path, mo
         assert the_run.tags[runworker.PID_TAG] == str(proc.pid)
         assert runworker.local_worker(the_run.tags).pid == proc.pid
         os.kill(proc.pid, signal.SIGSTOP)  # a paused worker: alive, silent
-        assert psutil.Process(proc.pid).status() == psutil.STATUS_STOPPED
+        worker = psutil.Process(proc.pid)
+        wait_for(lambda: worker.status() == psutil.STATUS_STOPPED, 30, "the worker to stop")
 
         ahead = time.time() + 60  # past the 30 s limit since its last log line
         monkeypatch.setattr(stream_sensor, "time", SimpleNamespace(time=lambda: ahead))
