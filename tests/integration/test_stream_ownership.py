@@ -119,3 +119,72 @@ def test_paused_workers_resumed_beside_their_successors_stay_exact(make_platform
     run_to_idle()  # drain whatever is left (nothing, normally), then check everything
     got = assert_exact(settings, payloads)
     assert got["staged"] == [], "files of fenced writers left in the staging folder"
+
+
+def test_a_run_the_sensor_gives_up_on_wakes_beside_its_successor_and_stays_exact(
+    make_platform, tmp_path, monkeypatch
+):
+    """A stream run (a real `dagster job execute`) is frozen mid-work; its successor takes
+    the partitions over and writes; the sensor then gives up on the silent run and stops
+    it: it wakes (SIGCONT, SIGTERM) beside its successor, holding a batch under an older
+    claim. Nothing of it may land twice, nothing may be lost."""
+    from types import SimpleNamespace
+
+    import dagster as dg
+
+    import schedules.stream_sensor as stream_sensor
+    from antenna_platform import runworker
+    from schedules.stream_sensor import device_stream_sensor
+    from tests.integration.test_stream_stop import dagster_stream
+
+    parts = 3
+    settings = make_platform(
+        partitions=parts, ANTENNA_WATERMARK_SECONDS="86400", ANTENNA_STREAM_STALE_SECONDS="30"
+    )
+    payloads = make_payloads(60_000, seed=91, bad_ratio=0.02)
+    pieces = [payloads[:20_000], payloads[20_000:30_000], payloads[30_000:50_000]]
+    produce(settings, pieces[0])
+    run_proc, run_lines = dagster_stream(tmp_path, max_batch_events=400)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    successor = None
+    try:
+        instance = dg.DagsterInstance.get()
+
+        def the_run():
+            runs = instance.get_runs(filters=dg.RunsFilter(job_name="device_stream_job"))
+            return runs[0] if runs and runworker.PID_TAG in runs[0].tags else None
+
+        wait_for(lambda: the_run() is not None, 120, "the run's tags")
+        wait_for(lambda: committed(settings) > 0, 120, "the run's first commit")
+        produce(settings, pieces[1])
+        time.sleep(random.Random(5).uniform(0.0, 1.0))  # mid-work
+        run_proc.send_signal(signal.SIGSTOP)
+        frozen_at = committed(settings)
+        successor = start_worker(tmp_path / "successor.log", "--batch", "400", "--idle", "15")
+        wait_for(
+            lambda: claims_by_pid(settings).get(successor.pid) == parts,
+            120,
+            "the successor to claim every partition",
+        )
+        before = committed(settings)
+        produce(settings, pieces[2])
+        wait_for(lambda: committed(settings) > before, 60, "the successor to commit")
+        # the sensor gives up on the silent run: it wakes it and stops it
+        ahead = time.time() + 120
+        monkeypatch.setattr(stream_sensor, "time", SimpleNamespace(time=lambda: ahead))
+        device_stream_sensor(dg.build_sensor_context(instance=instance))
+        run_proc.wait(timeout=90)
+        produce(settings, payloads[50_000:])
+        successor.wait(timeout=300)
+    finally:
+        for p in (run_proc, successor):
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGCONT)
+                p.kill()
+                p.wait()
+        print("".join(run_lines)[-6000:])
+    assert frozen_at < len(payloads)
+    assert successor.returncode == 0, (tmp_path / "successor.log").read_text()[-3000:]
+    run_to_idle()
+    got = assert_exact(settings, payloads)
+    assert got["staged"] == []
