@@ -97,21 +97,6 @@ class ParsedChunk:
     def records(self) -> int:
         return self.table.num_rows + len(self.dead)
 
-    def trim(self, start: int) -> ParsedChunk:
-        """Without the records before `start` (already committed: never commit one twice)."""
-        if self.first_offset >= start:
-            return self
-        table = self.table.filter(pc.greater_equal(self.table.column("kafka_offset"), start))
-        keep = [i for i, d in enumerate(self.dead) if d[1] >= start]
-        return ParsedChunk(
-            self.partition,
-            start,
-            max(self.next_offset, start),
-            table,
-            [self.dead[i] for i in keep],
-            [self.dead_hours[i] for i in keep],
-        )
-
 
 def concat_chunks(chunks: Sequence[ParsedChunk]) -> ParsedChunk:
     """Consecutive chunks of one partition (in offset order) as one."""

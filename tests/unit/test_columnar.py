@@ -201,18 +201,13 @@ def test_parse_records_reads_kafka_python_records():
     assert (out.first_offset, out.next_offset) == (7, 10)
 
 
-def test_trim_and_concat_keep_each_offset_once():
+def test_concat_keeps_each_offset_once():
     a = chunk([good(nbytes=o) if o % 2 else b"bad" for o in range(100, 110)], first=100)
     b = chunk([good(nbytes=1), b"bad"], first=110)
     both = columnar.concat_chunks([a, b])
     assert (both.first_offset, both.next_offset, both.records) == (100, 112, 12)
     assert both.table.column("kafka_offset").to_pylist() == [101, 103, 105, 107, 109, 110]
     assert [d[1] for d in both.dead] == [100, 102, 104, 106, 108, 111]
-    t = both.trim(105)
-    assert t.table.column("kafka_offset").to_pylist() == [105, 107, 109, 110]
-    assert [d[1] for d in t.dead] == [106, 108, 111] and len(t.dead_hours) == 3
-    assert (t.first_offset, t.next_offset) == (105, 112)
-    assert both.trim(100) is both
     with pytest.raises(ValueError, match="does not follow"):
         columnar.concat_chunks([b, a])
 
