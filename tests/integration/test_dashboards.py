@@ -28,17 +28,17 @@ from psycopg import sql
 from antenna_platform import services
 from antenna_platform.config import READER_ROLE, Settings, load_settings, with_database
 from antenna_platform.dashboards import bundles, credentials, server
-from antenna_platform.warehouse import connect, provision
+from antenna_platform.warehouse import provision
 from tests.integration.test_dbt import (
     ANTENNAS,
     EMAIL,
     HEAVY,
     NAME,
     QUOTA,
+    Dataset,
     Ev,
-    batch_rows,
+    load,
     make_events,
-    speed_rows,
 )
 
 pytestmark = pytest.mark.integration
@@ -117,23 +117,7 @@ def dashboards(service_env, tmp_path_factory) -> Dashboards:
             provision(settings)  # tables, users and the read-only role, before dbt
             now = datetime.now(UTC).replace(tzinfo=None)
             batch, live = make_data(now)
-            hourly, quota = batch_rows(batch)
-            with connect(settings) as conn, conn.cursor() as cur:
-                cur.executemany(
-                    'insert into bytes_hourly ("timestamp", id, value, type) '
-                    "values (%s, %s, %s, %s)",
-                    hourly,
-                )
-                cur.executemany(
-                    'insert into user_quota_limit (email, usage, quota, "timestamp") '
-                    "values (%s, %s, %s, %s)",
-                    quota,
-                )
-                cur.executemany(
-                    'insert into bytes ("timestamp", id, value, type) values (%s, %s, %s, %s)',
-                    speed_rows(live),
-                )
-                conn.commit()
+            load(settings, Dataset(batch, live, now))
             from assets.dbt import serving_views
             from resources import build_resources
 

@@ -24,7 +24,7 @@ import pytest
 from antenna_platform import lake, services
 from antenna_platform.config import PROJECT_ROOT, Settings
 from antenna_platform.warehouse import connect, load_user_metadata, provision
-from tests.integration.test_batch import expected, make_events, table_rows
+from tests.integration.test_batch import expected, make_events, materialize_range_cmd, table_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -144,22 +144,10 @@ def test_overlapping_range_backfills_queue_for_the_spark_pool(own_platform, monk
     services.ensure_dagster_home(settings)
     assert "default_limit: 1" in (settings.dagster_home / "dagster.yaml").read_text()
     run_env = {**fresh_shell_env(env), **services.dagster_env(settings)}
-    dagster = str(Path(sys.executable).with_name("dagster"))
 
     def backfill(first: datetime, last: datetime) -> subprocess.Popen:
-        span = f"{first:%Y-%m-%d-%H:00}...{last:%Y-%m-%d-%H:00}"
         return subprocess.Popen(
-            [
-                dagster,
-                "asset",
-                "materialize",
-                "-m",
-                "antenna_platform.definitions",
-                "--select",
-                "bytes_hourly,user_quota_limit",
-                "--partition-range",
-                span,
-            ],
+            materialize_range_cmd([f"{first:%Y-%m-%d-%H:00}", f"{last:%Y-%m-%d-%H:00}"]),
             cwd=PROJECT_ROOT,
             env={**run_env, "SPARK_MASTER": "local[1]"},
             stdout=subprocess.PIPE,
