@@ -269,7 +269,7 @@ class StreamEngine:
             return
         pending = self.ownership.pending()
         batch = self.checkpoint.batch
-        if batch and set(batch.parts) & set(pending):
+        if batch and set(batch.partitions) & set(pending):
             self._reset()  # never keep records of a partition across its resync
             pending = self.ownership.pending()
         self.checkpoint.close(pending)

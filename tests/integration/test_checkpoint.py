@@ -268,6 +268,39 @@ def test_a_resync_drops_the_batch_in_hand_and_rereads_from_the_stored_offsets(pl
     assert [e for (e,) in epochs] == [2, 2], "claimed once, then again after the resync"
 
 
+def test_a_partly_refused_claim_retried_with_a_batch_in_hand_goes_on_exact(platform):
+    """Partition 1's newest claim is another live worker's, from a newer generation: this
+    engine claims partition 0, is refused partition 1, and retries that claim every second
+    while partition 0's records are in hand. Once the other worker lets go, it takes
+    partition 1 and ends exact (the batch of partition 0 is kept across the retries)."""
+    payloads = make_payloads(3_000, seed=86, bad_ratio=0.02)
+    logs = split(payloads)
+    other = Worker(platform, {1: logs[1]}, "worker-other", generation=5)
+    assert sorted(other.claim().claimed) == [1]
+    engine, fake = _engine(platform, logs, max_batch_events=10**6, stop_when_idle_s=1)
+    fake.rebalance([0, 1], generation=0)
+    real_poll, t0 = fake.poll, time.monotonic()
+    seen = {"polls": 0, "retried_in_hand": False}
+
+    def poll(**kw):
+        seen["polls"] += 1
+        if engine.ownership.pending() == [1] and engine.checkpoint.records:
+            seen["retried_in_hand"] |= time.monotonic() - t0 > 1.5
+        if seen["polls"] == 120:
+            other.own.release(other.conn)
+        time.sleep(0.03)
+        return real_poll(timeout_ms=kw.get("timeout_ms", 0), max_records=25)
+
+    fake.poll = poll
+    stats = engine.run()
+    assert seen["retried_in_hand"], "the claim was never retried with a batch in hand"
+    assert stats.refused >= 1 and stats.stop_reason.startswith("idle")
+    assert_exact(platform, payloads)
+    with connect(platform) as conn:
+        epochs = conn.execute("select epoch from partition_claims order by partition").fetchall()
+    assert [e for (e,) in epochs] == [1, 2], "partition 1: the other's claim, then this one"
+
+
 def test_compaction_publishes_the_merge_and_removes_its_inputs_at_once(platform):
     payloads = make_payloads(2_000, seed=86, bad_ratio=0.0, hours=1)
     logs = split(payloads, parts=1)
