@@ -556,8 +556,11 @@ class StreamEngine:
             except Exception as exc:  # noqa: BLE001 - dropped: offsets not moved
                 self._reset()
                 self._error("batch in hand dropped, not committed (it will be read again)", exc)
-            # a clean end lets the compaction round finish; an interrupt waits within budget
-            self.compactor.wait(None if final else max(deadline - time.monotonic(), 0.1))
+            # a clean end lets the compaction round finish; an interrupt ends it before its
+            # next swap (a swap in progress takes milliseconds to finish)
+            self.compactor.wait(
+                None if final else max(deadline - time.monotonic(), 1.0), stop=not final
+            )
             self.stats.compactions += self.compactor.merges
             if final:
                 try:

@@ -24,7 +24,9 @@ from antenna_platform.stream.checkpoint import Checkpoint, Committer
 from antenna_platform.stream.consumer import topic_id
 from antenna_platform.stream.ownership import Ownership
 
-REVOKE_BUDGET_S = 5.0  # well below the max poll interval and the session timeout
+# a plain (sync) listener runs inline on kafka-python's event loop, heartbeats included:
+# the budget stays below the session timeout (6 s) less one heartbeat interval (2 s)
+REVOKE_BUDGET_S = 2.5
 
 
 class RebalanceListener(ConsumerRebalanceListener):
@@ -79,14 +81,14 @@ class RebalanceListener(ConsumerRebalanceListener):
         deadline = time.monotonic() + self.budget_s
         try:
             if not self.committer.settle(self.budget_s):
-                raise TimeoutError(f"the commit in flight took over {self.budget_s:.0f}s")
+                raise TimeoutError(f"the commit in flight took over {self.budget_s:.1f}s")
             snap = self.checkpoint.snapshot(
                 self.ownership.held, topic_id(self.consumer, self.topic)
             )
             if snap is not None:
                 self.committer.submit(snap, timeout_s=max(deadline - time.monotonic(), 0.5))
                 if not self.committer.settle(max(deadline - time.monotonic(), 0.0)):
-                    raise TimeoutError(f"the revocation commit took over {self.budget_s:.0f}s")
+                    raise TimeoutError(f"the revocation commit took over {self.budget_s:.1f}s")
         except Exception as exc:  # noqa: BLE001 - dropped: its offsets did not move
             self.committer.abandon()
             self.checkpoint.drop()

@@ -63,9 +63,12 @@ def compact_partitions(
     epochs: Mapping[int, int],
     max_event_ts: Mapping[int, int],
     grace_s: int,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> int:
     """Merge each held partition's files of the hours `grace_s` behind its event time (and
-    of an open hour holding too many files); returns how many merges were made."""
+    of an open hour holding too many files); returns how many merges were made. Once
+    `should_stop()`, it ends before the next swap (a swap, once made, is finished: the
+    manifest changed, then the merged file is published and its inputs removed)."""
     n = 0
     for p, epoch in sorted(epochs.items()):
         top = max_event_ts.get(p)
@@ -73,9 +76,14 @@ def compact_partitions(
             continue
         before = sinks.utc_naive(top - grace_s)
         for hour, paths in sinks.compaction_candidates(conn, p, before):
+            if should_stop():
+                return n
             new = lake.merge_files(
                 root, paths, hour, p, name=f"p{p}-e{epoch}-c-{uuid.uuid4().hex[:12]}"
             )
+            if should_stop():  # not swapped: the merge is nobody's
+                (root / lake.staged_relpath(new.path)).unlink(missing_ok=True)
+                return n
             lake.sync_staging(root)
             with conn.transaction():
                 sinks.check_claims(conn, group, topic, {p: epoch})
@@ -106,6 +114,7 @@ class Compactor:
         self.grace_s, self._on_error = grace_s, on_error
         self.merges = 0
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
 
     @property
     def busy(self) -> bool:
@@ -115,6 +124,7 @@ class Compactor:
         """Start a round over these claims (frozen copies); False if one is running."""
         if self.busy or not epochs:
             return False
+        self._stop.clear()
         args = (dict(epochs), dict(max_event_ts))
         self._thread = threading.Thread(
             target=self._round, args=args, name="antenna-compact", daemon=True
@@ -122,7 +132,11 @@ class Compactor:
         self._thread.start()
         return True
 
-    def wait(self, timeout: float | None = None) -> bool:
+    def wait(self, timeout: float | None = None, stop: bool = False) -> bool:
+        """Wait for the round; with `stop`, it ends after the merge in hand (a stop must
+        not leave a swap half published: its thread dies with the process)."""
+        if stop:
+            self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
         return not self.busy
@@ -131,7 +145,14 @@ class Compactor:
         try:
             with self._connect() as conn:
                 self.merges += compact_partitions(
-                    conn, self.root, self.group, self.topic, epochs, max_event_ts, self.grace_s
+                    conn,
+                    self.root,
+                    self.group,
+                    self.topic,
+                    epochs,
+                    max_event_ts,
+                    self.grace_s,
+                    self._stop.is_set,
                 )
         except Exception as exc:  # noqa: BLE001 - reported; the next round retries
             self._on_error(exc)

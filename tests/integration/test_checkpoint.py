@@ -325,6 +325,41 @@ def test_compaction_publishes_the_merge_and_removes_its_inputs_at_once(platform)
     assert_exact(platform, payloads)
 
 
+def test_a_compaction_told_to_stop_mid_merge_swaps_nothing_and_leaves_no_file(platform):
+    """A stop (SIGTERM) while a merge is being written: the round ends before its swap, so
+    the process can exit without leaving a merged file beside its inputs."""
+    payloads = make_payloads(2_000, seed=87, bad_ratio=0.0, hours=1)
+    logs = split(payloads, parts=1)
+    a = Worker(platform, logs, "worker-a", generation=0)
+    a.claim()
+    for part in (logs[0][:700], logs[0][:1400], logs[0]):
+        a.consumer.logs = {0: part}
+        a.read_all()
+        a.commit()
+    files_before = dataset_files(a.root)
+    assert len(files_before) >= 3
+    asked = []
+
+    def should_stop() -> bool:  # asked before the merge (go on), then before its swap (stop)
+        asked.append(len(asked))
+        return len(asked) > 1
+
+    n = compact_partitions(
+        a.conn,
+        a.root,
+        platform.consumer_group,
+        platform.topic,
+        a.own.epochs(),
+        {0: FUTURE},
+        0,
+        should_stop,
+    )
+    assert (n, len(asked)) == (0, 2)
+    assert dataset_files(a.root) == files_before
+    got = assert_exact(platform, payloads)
+    assert got["staged"] == [], "the abandoned merge was left in staging"
+
+
 def test_a_frozen_transaction_holding_the_claims_is_ended_by_the_successor(platform):
     """A worker frozen inside a transaction keeps its row locks (Postgres ends idle
     transactions, not one blocked on a client that stopped reading). Its successor's claim
