@@ -128,6 +128,9 @@ def run(cfg: SimConfig, bootstrap: str, topic: str, progress: bool = True) -> di
         max_request_size=2 * 1024 * 1024,
         acks="all",
         retries=10,
+        # a new topic's first metadata can list fewer partitions: see them all within 10 s,
+        # not after the default 5 minutes of sending to too few
+        metadata_max_age_ms=10000,
     )
     per_hour: Counter[str] = Counter()
     sent = bad = 0

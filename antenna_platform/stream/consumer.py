@@ -46,8 +46,9 @@ def make_consumer(
         request_timeout_ms=40000,
         reconnect_backoff_max_ms=2000,
         # the group leader notices new partitions (or a partial first view of a new topic)
-        # within this, and rebalances
-        metadata_max_age_ms=30000,
+        # within this, and rebalances: well inside a worker's idle limit, so no member
+        # goes idle on a partial view (one small metadata request per 10 s)
+        metadata_max_age_ms=10000,
     )
     consumer.subscribe([settings.topic], listener=listener)
     return consumer

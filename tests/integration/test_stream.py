@@ -39,6 +39,21 @@ def make_payloads(events: int, seed: int, bad_ratio: float = 0.02, hours: float 
     return list(simulator.generate(cfg))
 
 
+def wait_for_partitions(client, topic: str, want: int, timeout: float = 60.0) -> None:
+    """Until the client's own metadata shows `want` partitions with a leader: a producer
+    with a partial view of a new topic would spread its messages over fewer partitions
+    until its next refresh (minutes), and a test of partitions would test less."""
+    deadline = time.monotonic() + timeout
+    while True:
+        t = client.list_topics(topic, timeout=10).topics.get(topic)
+        seen = [m for m in (t.partitions.values() if t and not t.error else []) if m.leader >= 0]
+        if len(seen) >= want:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"topic {topic}: {len(seen)} of {want} partitions with a leader")
+        time.sleep(0.2)
+
+
 def produce(settings, payloads, partition: int | None = None) -> None:
     p = Producer(
         {
@@ -50,6 +65,7 @@ def produce(settings, payloads, partition: int | None = None) -> None:
             "enable.idempotence": True,  # a retried request must not duplicate messages
         }
     )
+    wait_for_partitions(p, settings.topic, settings.topic_partitions)
     for i, (payload, _ok) in enumerate(payloads):
         while True:
             try:
