@@ -58,6 +58,7 @@ from antenna_platform.stream.engine import Hooks, StreamEngine, StreamOptions  #
 from antenna_platform.stream.windows import BatchTotals, WindowAggregator  # noqa: E402
 from antenna_platform.warehouse import connect, device_id, provision  # noqa: E402
 from tests.per_row import PerRowBatch  # noqa: E402
+from tests.topics import wait_for_partitions  # noqa: E402
 
 
 class Quiet(Hooks):
@@ -117,12 +118,16 @@ def preload(settings, n: int) -> float:
 
 
 def produce_all(settings, payloads) -> None:
-    """Send every payload (waiting when the producer's queue is full) and flush."""
+    """Send every payload round robin over the topic's partitions (librdkafka's sticky
+    partitioner picks one random partition per 2 x linger.ms: a load produced in a second
+    or two can leave partitions nearly empty, and the workers' figures would measure the
+    spread), waiting when the producer's queue is full; then flush."""
     p = producer(settings)
+    parts = wait_for_partitions(p, settings.topic, settings.topic_partitions)
     for i, payload in enumerate(payloads):
         while True:
             try:
-                p.produce(settings.topic, value=payload)
+                p.produce(settings.topic, value=payload, partition=i % parts)
                 break
             except BufferError:
                 p.poll(0.01)

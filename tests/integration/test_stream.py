@@ -21,6 +21,7 @@ from antenna_platform import simulator
 from antenna_platform.warehouse import connect
 from jobs.streaming import device_stream_job
 from resources import build_resources
+from tests.topics import wait_for_partitions
 
 pytestmark = pytest.mark.integration
 
@@ -37,20 +38,6 @@ def make_payloads(events: int, seed: int, bad_ratio: float = 0.02, hours: float 
         events=events, start=past_start(), hours=hours, seed=seed, bad_ratio=bad_ratio
     )
     return list(simulator.generate(cfg))
-
-
-def wait_for_partitions(client, topic: str, want: int, timeout: float = 60.0) -> int:
-    """Until the client's own metadata shows `want` partitions with a leader (a new
-    topic's first view can be partial); returns how many it shows."""
-    deadline = time.monotonic() + timeout
-    while True:
-        t = client.list_topics(topic, timeout=10).topics.get(topic)
-        seen = [m for m in (t.partitions.values() if t and not t.error else []) if m.leader >= 0]
-        if len(seen) >= want:
-            return len(seen)
-        if time.monotonic() > deadline:
-            raise AssertionError(f"topic {topic}: {len(seen)} of {want} partitions with a leader")
-        time.sleep(0.2)
 
 
 def produce(settings, payloads, partition: int | None = None) -> None:
