@@ -10,7 +10,8 @@ platform. Prints:
      same topic a raw kafka-python and a raw confluent-kafka consumer (each value
      `orjson.loads`-ed, nothing else; each in its own group, medians of 3): the engine's
      rate as a ratio of both (figures move from day to day, ratios from one run do not);
-  2. p50/p99 produce-to-visible latency in `bytes` at a steady rate (default 20,000/s);
+  2. p50/p99 produce-to-visible latency in `bytes` at a steady rate (default 20,000/s),
+     3 runs, and the median of their p99;
   3. good-event throughput alone and with 100,000 malformed messages mixed in 1:1, and
      beside it a bare kafka-python consumer on the mixed topic (the floor any
      kafka-python reader meets: decoding a record costs the same, good or bad);
@@ -182,6 +183,8 @@ class Timeline:
         """Per second between the first and the last commit (the group join excluded)."""
         i = 1 if what == "records" else 2
         assert self.first is not None and self.last is not None
+        if self.last[0] == self.first[0]:  # one batch: no span to measure
+            return float("nan")
         return (self.last[i] - self.first[i]) / (self.last[0] - self.first[0])
 
 
@@ -550,7 +553,21 @@ def bench_flood(base_env, lake_root, n_good: int, n_bad: int, repeats: int = 3) 
     )
 
 
-def bench_latency(base_env, lake_root, rate: float, seconds: float) -> None:
+def bench_latency(base_env, lake_root, rate: float, seconds: float, repeats: int = 3) -> None:
+    """Produce-to-visible latency, `repeats` runs (a run's p99 rests on its 4 slowest
+    probes, so one slow spell on a shared machine moves it): each run's figures, then the
+    median of the runs' p99."""
+    p99s = [_latency_run(base_env, lake_root, rate, seconds) for _ in range(repeats)]
+    got = [p for p in p99s if p is not None]
+    if got:
+        runs = ", ".join(f"{p:.0f}" for p in got)
+        print(
+            f"  latency: median p99 of {len(got)} runs {statistics.median(got):.0f} ms "
+            f"({runs}; goal < 1000 ms)"
+        )
+
+
+def _latency_run(base_env, lake_root, rate: float, seconds: float) -> float | None:
     settings, _ = fresh(base_env, 3, lake_root)
     engine = StreamEngine(settings, StreamOptions(), Quiet())
     stop = threading.Event()
@@ -625,15 +642,16 @@ def bench_latency(base_env, lake_root, rate: float, seconds: float) -> None:
     w.join(20)
     th.join(30)
     lat = sorted((seen[a] - sent[a]) * 1000 for a in sent if a in seen)
-    if not lat:
+    if len(lat) < 2:
         print("  latency: no probe became visible")
-        return
+        return None
     q = statistics.quantiles(lat, n=100)
     print(
         f"  latency at {achieved:,.0f} events/s for {seconds:.0f}s: {len(lat)}/{len(sent)} probes "
         f"visible, p50 {q[49]:.0f} ms, p99 {q[98]:.0f} ms, max {lat[-1]:.0f} ms "
-        "(produce -> row visible in `bytes`; goal p99 < 1000 ms)"
+        "(produce -> row visible in `bytes`)"
     )
+    return q[98]
 
 
 def run_workers(settings, env, n: int, workers: int) -> float | None:
