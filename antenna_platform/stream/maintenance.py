@@ -133,8 +133,9 @@ class Compactor:
         return True
 
     def wait(self, timeout: float | None = None, stop: bool = False) -> bool:
-        """Wait for the round; with `stop`, it ends after the merge in hand (a stop must
-        not leave a swap half published: its thread dies with the process)."""
+        """Wait for the round; with `stop`, it ends before its next swap (a merge not yet
+        swapped is discarded): a stop must not leave a swap half published, and the
+        thread dies with the process."""
         if stop:
             self._stop.set()
         if self._thread is not None:
