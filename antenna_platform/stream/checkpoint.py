@@ -38,6 +38,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import psycopg
@@ -219,11 +220,13 @@ class Checkpoint:
             self.group,
             self.topic,
             parts,
-            tuple(d for chunk in chunks.values() for d in chunk.dead),
+            tuple(chain.from_iterable(c.dead for c in chunks.values())),
             tuple(totals.sorted_rows()),
             dict(totals.late_by_hour),
             dict(unknown),
-            dict(columnar.rejects_by_hour(h for c in chunks.values() for h in c.dead_hours)),
+            dict(
+                columnar.rejects_by_hour(chain.from_iterable(c.dead_hours for c in chunks.values()))
+            ),
             live_topic_id,
         )
 

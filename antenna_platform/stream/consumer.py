@@ -16,6 +16,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
 from antenna_platform.config import Settings
+from antenna_platform.stream import records
 
 SESSION_TIMEOUT_MS = 6000
 HEARTBEAT_INTERVAL_MS = 2000
@@ -30,7 +31,8 @@ logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
 def make_consumer(
     settings: Settings, listener: ConsumerRebalanceListener, *, client_id: str | None = None
 ) -> KafkaConsumer:
-    """A subscribed consumer in the platform's group; values stay raw bytes."""
+    """A subscribed consumer in the platform's group; values stay raw bytes, and polls
+    return `records.Record`s (offset, timestamp, value), not `ConsumerRecord`s."""
     consumer = KafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
         group_id=settings.consumer_group,
@@ -50,6 +52,7 @@ def make_consumer(
         # goes idle on a partial view (one small metadata request per 10 s)
         metadata_max_age_ms=10000,
     )
+    records.install(consumer)  # records decoded straight into (offset, timestamp, value)
     consumer.subscribe([settings.topic], listener=listener)
     return consumer
 
