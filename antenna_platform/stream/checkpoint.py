@@ -352,6 +352,12 @@ class Committer:
     def busy(self) -> bool:
         return self._job is not None
 
+    @property
+    def running(self) -> bool:
+        """A commit is in flight and not finished yet (`busy` until it is adopted)."""
+        job = self._job
+        return job is not None and not job.abandoned and not job.done.is_set()
+
     def submit(self, snap: CommitSnapshot, timeout_s: float | None = None) -> None:
         """Queue `snap` after the commit in flight (waited for, and adopted, first)."""
         self.settle()

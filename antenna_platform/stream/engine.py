@@ -9,9 +9,10 @@ The loop:
      Postgres, the partitions' lake files made to agree with the manifest, a seek to the
      stored offsets), before it keeps any of their records;
   2. polls, and adds the records to the checkpoint (parsed as they arrive);
-  3. when the batch is full (`max_batch_events` valid events, 4 times as many records),
-     old (`max_batch_s`) or the topic goes quiet, freezes it and hands it to the
-     committer thread, then polls the next batch while that commits;
+  3. when the batch is full (`max_batch_events` valid events, 4 times as many records;
+     GROUP_COMMIT times that while the previous commit still runs), old (`max_batch_s`)
+     or the topic goes quiet, freezes it and hands it to the committer thread, then
+     polls the next batch while that commits;
   4. every few seconds, with nothing in flight: renews its claims (and learns of lost
      ones), compacts closed hours, reports closed hours, rereads user_metadata, checks
      the topic was not recreated.
@@ -67,6 +68,15 @@ GC_THRESHOLDS = (100_000, 50, 100)
 # a batch holds at most max_batch_events valid events and this many times as many records
 # (a flood of rejects adds dead-letter rows, not commits, until this cap)
 MAX_RECORDS_PER_EVENT_SLOT = 4
+
+# a loop turn this much longer than a poll means the process was stopped (SIGSTOP, a VM
+# pause) or starved: the idle clock starts again (a woken worker first rejoins its group)
+STALL_S = 5.0
+
+# while the previous commit is still running, a full batch keeps filling up to this many
+# times its limits instead of waiting for it (group commit): a commit's fixed cost (files,
+# fsyncs, one transaction) is then spread over more records when commits are the bottleneck
+GROUP_COMMIT = 4
 
 # server-side limits on the stream's Postgres sessions: a worker paused inside a
 # transaction loses it (and its row locks) instead of blocking the partition's next owner
@@ -473,7 +483,7 @@ class StreamEngine:
         gc.freeze()  # what start-up loaded (Dagster, pyarrow, ...) is never garbage
         gc.set_threshold(*GC_THRESHOLDS)
         timers: dict[str, float] = {"users": time.monotonic() + o.metadata_refresh_s}
-        self.last_activity = time.monotonic()
+        self.last_activity = loop_at = time.monotonic()
         interrupted = True
         try:
             while True:
@@ -490,19 +500,21 @@ class StreamEngine:
                     self._submit()
                     self._settle()  # the loop ends once these are committed
                     continue
-                room = o.max_batch_events - self.checkpoint.valid
+                room = self._batch_limit() - self.checkpoint.valid
                 if o.max_events is not None:
                     room = min(room, o.max_events - st.records - in_hand)
                 polled = self.consumer.poll(timeout_ms=o.poll_ms, max_records=max(room, 1))
                 n = self._add(polled)
                 now = time.monotonic()
-                if n:
+                if n or now - loop_at > STALL_S:  # a stall (a frozen process) is not idleness
                     self.last_activity = now
+                loop_at = now
                 b = self.checkpoint.batch
+                limit = self._batch_limit()
                 if b and (
                     n == 0
-                    or b.valid >= o.max_batch_events
-                    or b.records >= o.max_batch_events * MAX_RECORDS_PER_EVENT_SLOT
+                    or b.valid >= limit
+                    or b.records >= limit * MAX_RECORDS_PER_EVENT_SLOT
                     or (o.max_events is not None and st.records + in_hand + n >= o.max_events)
                     or now - b.started >= o.max_batch_s
                 ):
@@ -519,6 +531,12 @@ class StreamEngine:
                 gc.set_threshold(*gc_thresholds)
                 gc.unfreeze()
         return st
+
+    def _batch_limit(self) -> int:
+        """Valid events a batch may hold before it is committed: `max_batch_events`, or
+        GROUP_COMMIT times that while the previous commit is still running."""
+        running = self.committer is not None and self.committer.running
+        return self.opts.max_batch_events * (GROUP_COMMIT if running else 1)
 
     def _idle(self, now: float) -> bool:
         """Idle = no message since the last one or the last assignment; a member that

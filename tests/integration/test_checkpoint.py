@@ -18,7 +18,7 @@ from antenna_platform import lake
 from antenna_platform.stream import sinks
 from antenna_platform.stream.checkpoint import STEPS, Checkpoint, Committer, commit
 from antenna_platform.stream.consumer import KafkaLog
-from antenna_platform.stream.engine import StreamEngine, StreamOptions
+from antenna_platform.stream.engine import GROUP_COMMIT, StreamEngine, StreamOptions
 from antenna_platform.stream.listener import RebalanceListener
 from antenna_platform.stream.maintenance import compact_partitions
 from antenna_platform.stream.ownership import Ownership
@@ -393,3 +393,43 @@ def _is_dead(conn) -> bool:
     except psycopg.OperationalError:
         return True
     return False
+
+
+def test_a_full_batch_keeps_filling_while_the_previous_commit_runs_up_to_its_cap(platform):
+    """Group commit: while a commit is held up, the next batch grows past max_batch_events
+    (not past GROUP_COMMIT times it) instead of waiting, and the result stays exact."""
+    payloads = make_payloads(3_000, seed=86, bad_ratio=0.02)
+    engine, fake = _engine(
+        platform, split(payloads), max_batch_events=100, max_batch_s=3600, max_events=3_000
+    )
+    fake.rebalance([0, 1], generation=0)
+    cap = 100 * GROUP_COMMIT
+    release, held = threading.Event(), threading.Event()
+    frozen: list[int] = []
+
+    def fault(step: str) -> None:
+        if step == "claims" and not held.is_set():  # the first commit is held up
+            held.set()
+            release.wait(60)
+
+    def watch() -> None:  # let it go once the batch in hand has filled to its cap
+        deadline = time.monotonic() + 60
+        while engine.checkpoint.valid < cap and time.monotonic() < deadline:
+            time.sleep(0.01)
+        release.set()
+
+    snapshot = engine.checkpoint.snapshot
+
+    def recorded(*args, **kwargs):
+        snap = snapshot(*args, **kwargs)
+        if snap is not None:
+            frozen.append(snap.events)
+        return snap
+
+    engine.fault, engine.checkpoint.snapshot = fault, recorded
+    threading.Thread(target=watch, daemon=True).start()
+    engine.run()
+    assert frozen[0] == 100, frozen  # nothing in flight: the batch limit as set
+    assert frozen[1] == cap, frozen  # filled up to the cap while the first one was held
+    assert max(frozen) <= cap and sum(frozen) == engine.stats.events
+    assert_exact(platform, payloads)

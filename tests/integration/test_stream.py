@@ -281,10 +281,12 @@ def test_flood_of_bad_messages_loses_no_good_event(make_platform):
     assert len(got["dead"]) == 100_000
 
 
-def test_open_hour_files_are_merged_when_they_pile_up(platform):
+def test_open_hour_files_are_merged_when_they_pile_up(platform, monkeypatch):
     """A trickle (many tiny commits) into the open hour is merged, and stays exact."""
-    from antenna_platform.stream import sinks
+    from antenna_platform.stream import engine, sinks
     from antenna_platform.stream.engine import Hooks, StreamEngine, StreamOptions
+
+    monkeypatch.setattr(engine, "GROUP_COMMIT", 1)  # every batch its own commit, as a trickle
 
     now = int(time.time())
     payloads = list(simulator.generate(simulator.SimConfig(events=400, seed=5), now=now - 30))
