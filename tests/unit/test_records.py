@@ -9,6 +9,7 @@ each slice (`next_fetch_offset`, what the fetcher moves the consumer's position 
 from __future__ import annotations
 
 import struct
+from contextlib import contextmanager
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,6 +21,7 @@ from kafka.record.memory_records import MemoryRecords
 from kafka.record.util import calc_crc32c
 from kafka.structs import TopicPartition
 
+from antenna_platform.stream import records
 from antenna_platform.stream.records import FastPartitionRecords, Record, decode_batch
 
 TP = TopicPartition("devices", 0)
@@ -58,6 +60,20 @@ def build_batch(
     return bytes(data)
 
 
+DECODERS = ("scalar", "vector")
+
+
+@contextmanager
+def decoder(path: str):
+    """Decode every batch record by record ("scalar") or with numpy ("vector")."""
+    saved = records.VECTOR_FROM
+    records.VECTOR_FROM = 1 << 30 if path == "scalar" else 1
+    try:
+        yield
+    finally:
+        records.VECTOR_FROM = saved
+
+
 def seen(cls, data: bytes, fetch_offset: int, takes: list[int]):
     """What a consumer gets from `cls` over `data`: per take, its records and position."""
     part = cls(fetch_offset, TP, MemoryRecords(data))
@@ -76,8 +92,18 @@ record_st = st.tuples(
     value_st,
     st.one_of(st.just([]), header_st),
 )
+# many small records: two-byte offset deltas, and the numpy path at its default threshold
+small_record_st = st.tuples(
+    st.integers(1_600_000_000_000, 1_600_000_100_000),
+    st.none(),
+    st.one_of(st.none(), st.binary(max_size=12)),
+    st.just([]),
+)
 batch_st = st.tuples(
-    st.lists(record_st, min_size=1, max_size=40),
+    st.one_of(
+        st.lists(record_st, min_size=1, max_size=40),
+        st.lists(small_record_st, min_size=60, max_size=200),
+    ),
     st.sampled_from(CODECS),
     st.booleans(),  # a control batch (a transaction marker: no data for the consumer)
     st.integers(0, 3),  # a gap after it (offsets removed by compaction)
@@ -103,16 +129,20 @@ def test_what_a_consumer_sees_is_what_kafka_python_gives(batches, start, skip, t
     last = offset - batches[-1][3] - 1  # the last batch's last offset
     fetch_offset = start + min(skip, last - start)  # fetched from inside a batch
     expected = seen(Fetcher.PartitionRecords, data, fetch_offset, takes)
-    got = seen(FastPartitionRecords, data, fetch_offset, takes)
-    assert got == expected
+    for path in DECODERS:  # record by record, and with numpy
+        with decoder(path):
+            got = seen(FastPartitionRecords, data, fetch_offset, takes)
+        assert got == expected, path
     assert [r for recs, _ in got for r in recs] == [w for w in wanted if w[0] >= fetch_offset]
     assert got[-1][1] == last + 1  # the position ends past the last batch
 
 
-def test_log_append_time_batches_carry_the_brokers_time() -> None:
+@pytest.mark.parametrize("path", DECODERS)
+def test_log_append_time_batches_carry_the_brokers_time(path: str) -> None:
     data = build_batch(7, [(1000, None, b"a", []), (1005, None, b"b", [])], log_append_time=True)
     batch = MemoryRecords(data).next_batch()
-    assert decode_batch(batch) == [Record(7, 1005, b"a"), Record(8, 1005, b"b")]
+    with decoder(path):
+        assert decode_batch(batch) == [Record(7, 1005, b"a"), Record(8, 1005, b"b")]
     assert seen(FastPartitionRecords, data, 7, []) == seen(Fetcher.PartitionRecords, data, 7, [])
 
 
@@ -124,8 +154,11 @@ def test_records_come_as_named_tuples_of_the_three_fields() -> None:
     assert type(rec) is Record and rec.value == b'{"x": 1}' and type(rec.value) is bytes
 
 
-@pytest.mark.parametrize("where", ["length", "value", "tail"])
-def test_a_batch_whose_records_do_not_parse_is_refused_like_kafka_python(where: str) -> None:
+@pytest.mark.parametrize("path", DECODERS)
+@pytest.mark.parametrize("where", ["length", "value", "tail", "negative"])
+def test_a_batch_whose_records_do_not_parse_is_refused_like_kafka_python(
+    where: str, path: str
+) -> None:
     good = build_batch(0, [(1, None, b"x" * 50, []), (2, None, b"y" * 50, [])])
     body = bytearray(good)
     header = DefaultRecordBatch.HEADER_STRUCT.size
@@ -133,13 +166,15 @@ def test_a_batch_whose_records_do_not_parse_is_refused_like_kafka_python(where: 
         body[header] = 0x02
     elif where == "value":  # first record's value length far past the record
         body[header + 5] = 0x7E
+    elif where == "negative":  # first record's length varint says -1
+        body[header] = 0x01
     else:  # the batch says one record fewer: bytes left over
         struct.pack_into(">i", body, header - 4, 1)
     body[CRC_AT : CRC_AT + 4] = struct.pack(">I", calc_crc32c(bytes(body[ATTRS_AT:])))
     for cls in (Fetcher.PartitionRecords, FastPartitionRecords):
         part = cls(0, TP, MemoryRecords(bytes(body)))
-        with pytest.raises(CorruptRecordError):  # kafka-python's after the records it read
-            part.take(10)
+        with decoder(path), pytest.raises(CorruptRecordError):  # kafka-python's after the
+            part.take(10)  # records it read
             part.take(10)
 
 
