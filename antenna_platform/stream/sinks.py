@@ -12,10 +12,11 @@ Two fences guard every transaction that writes for a partition:
 
 from __future__ import annotations
 
+import struct
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg import errors
@@ -213,7 +214,6 @@ _COPY_DEAD_STAGE = (
     'copy dead_letter_stage (topic, partition, "offset", payload, reason, received_at) '
     "from stdin (format binary)"
 )
-_DEAD_TYPES = ("text", "int4", "int8", "bytea", "text", "timestamp")
 
 
 def insert_dead_letters(conn: psycopg.Connection, topic: str, rows: Sequence[DeadLetter]) -> None:
@@ -227,9 +227,10 @@ def insert_dead_letters(conn: psycopg.Connection, topic: str, rows: Sequence[Dea
     """
     if not rows:
         return
+    data = encode_dead_letters(topic, rows)
     try:
         with conn.transaction(), conn.cursor() as cur:
-            _copy_dead(cur, _COPY_DEAD, topic, rows)
+            _copy_dead(cur, _COPY_DEAD, data)
         return
     except errors.UniqueViolation:
         pass
@@ -238,7 +239,7 @@ def insert_dead_letters(conn: psycopg.Connection, topic: str, rows: Sequence[Dea
             "create temp table if not exists dead_letter_stage "
             "(like dead_letter including defaults) on commit delete rows"
         )
-        _copy_dead(cur, _COPY_DEAD_STAGE, topic, rows)
+        _copy_dead(cur, _COPY_DEAD_STAGE, data)
         cur.execute(
             'insert into dead_letter (topic, partition, "offset", payload, reason, received_at) '
             'select topic, partition, "offset", payload, reason, received_at '
@@ -246,11 +247,58 @@ def insert_dead_letters(conn: psycopg.Connection, topic: str, rows: Sequence[Dea
         )
 
 
-def _copy_dead(cur: psycopg.Cursor, statement: str, topic: str, rows: Sequence[DeadLetter]) -> None:
+def _copy_dead(cur: psycopg.Cursor, statement: str, data: bytes) -> None:
     with cur.copy(statement) as copy:
-        copy.set_types(_DEAD_TYPES)
-        for partition, offset, payload, reason, received_at in rows:
-            copy.write_row((topic, partition, offset, payload, reason, received_at))
+        copy.write(data)
+
+
+# PostgreSQL's binary COPY format: a signature, then per row a field count and each
+# field as a length (-1 for NULL) and its bytes in network order, then -1 as the end
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # + flags, header extension length
+_COPY_TRAILER = b"\xff\xff"
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC).replace(tzinfo=None)  # binary timestamps count from it
+_MICROSECOND = timedelta(microseconds=1)
+_LENGTH = struct.Struct(">i")
+_TIMESTAMP = struct.Struct(">iq")
+
+
+def encode_dead_letters(topic: str, rows: Sequence[DeadLetter]) -> bytes:
+    """The rows as one binary COPY stream for (topic, partition, "offset", payload,
+    reason, received_at), signature and trailer included.
+
+    Why not psycopg's `write_row`: its dumper for bytea runs in Python and a flood of
+    garbage pays it on every reject. Here a row is one struct pack (field count, topic,
+    partition, offset, payload length), its payload, and the encoded reason and receive
+    time (a handful of each per batch, encoded once). A text with a NUL character is
+    refused, as PostgreSQL would refuse it.
+    """
+    topic_b = _text(topic)
+    row = struct.Struct(f">hi{len(topic_b)}siiiqi").pack
+    size = len(topic_b)
+    tails: dict[str, tuple[datetime, bytes]] = {}  # reason -> (received_at, their bytes)
+    parts = [_COPY_SIGNATURE]
+    add = parts.extend
+    for partition, offset, payload, reason, received_at in rows:
+        tail = tails.get(reason)
+        if tail is None or tail[0] != received_at:
+            reason_b = _text(reason)
+            micros = (received_at - _PG_EPOCH) // _MICROSECOND
+            tail = tails[reason] = (
+                received_at,
+                _LENGTH.pack(len(reason_b)) + reason_b + _TIMESTAMP.pack(8, micros),
+            )
+        if payload is None:
+            add((row(6, size, topic_b, 4, partition, 8, offset, -1), tail[1]))
+        else:
+            add((row(6, size, topic_b, 4, partition, 8, offset, len(payload)), payload, tail[1]))
+    parts.append(_COPY_TRAILER)
+    return b"".join(parts)
+
+
+def _text(value: str) -> bytes:
+    if "\x00" in value:
+        raise ValueError("PostgreSQL text cannot contain NUL (0x00) characters")
+    return value.encode("utf-8")
 
 
 def bump_hours(
