@@ -50,6 +50,7 @@ from antenna_platform.contract import (
     app_problem,
     as_uuid,
     parse,
+    reasons_before_decoding,
     reject_undecodable,
 )
 from antenna_platform.lake import SCHEMA
@@ -173,26 +174,48 @@ def parse_chunk(
         cand, others, cand_offs = values, [], offs
     else:  # the others are left to the contract (most rejected without decoding)
         keep, others = shaped
-        cand = [values[i] for i in keep]
+        cand = list(map(values.__getitem__, keep))
         cand_offs = offs.take(pa.array(keep, pa.int64()))
     if cand:
         table, undecided, undecodable = _fast_path(partition, cand, cand_offs, now, max_skew_s)
         if shaped is not None:
-            undecided = sorted([keep[j] for j in undecided] + others)
+            undecided = [keep[j] for j in undecided]
             undecodable = {keep[j] for j in undecodable}
     else:
-        table, undecided, undecodable = SCHEMA.empty_table(), others, set()
-    if not undecided:
+        table, undecided, undecodable = SCHEMA.empty_table(), [], set()
+    if not undecided and not others:
         return ParsedChunk(partition, offsets[0], offsets[-1] + 1, table, [], [])
 
-    # the per-row contract decides the rest: every reject gets its exact reason
     received = datetime.fromtimestamp(int(now), UTC).replace(tzinfo=None)
     now_hour = int(now) // 3600 * 3600
-    more_events: list[Event] = []
-    more_offsets: list[int] = []
     dead: list[DeadLetter] = []
     dead_hours: list[int] = []
-    add_dead, add_hour = dead.append, dead_hours.append
+    if others:  # garbage, mostly: rejected without decoding, all at once
+        o_values = list(map(values.__getitem__, others))
+        reasons = reasons_before_decoding(o_values)
+        if None in reasons:  # led by JSON whitespace: the contract decodes these below
+            rows = list(zip(others, o_values, reasons, strict=True))
+            undecided = sorted(undecided + [i for i, _, r in rows if r is None])
+            known = [row for row in rows if row[2] is not None]
+            others = [i for i, _, _ in known]
+            o_values = [v for _, v, _ in known]
+            reasons = [r for _, _, r in known]
+        dead = list(
+            zip(
+                repeat(partition),
+                map(offsets.__getitem__, others),
+                o_values,
+                reasons,
+                repeat(received),
+            )
+        )
+        dead_hours = _reject_hours(map(timestamps_ms.__getitem__, others), now_hour)
+
+    # the per-row contract decides the rest: every reject gets its exact reason
+    more_events: list[Event] = []
+    more_offsets: list[int] = []
+    more_dead: list[DeadLetter] = []
+    more_stamps: list[int | None] = []
     for i in undecided:
         value = values[i]
         res = reject_undecodable(value) if i in undecodable else parse(value, now, max_skew_s)
@@ -200,13 +223,25 @@ def parse_chunk(
             more_events.append(res)
             more_offsets.append(offsets[i])
         else:
-            add_dead((partition, offsets[i], value, res[0], received))
-            t = timestamps_ms[i]
-            add_hour(t // 3_600_000 * 3600 if t and t > 0 else now_hour)
+            more_dead.append((partition, offsets[i], value, res[0], received))
+            more_stamps.append(timestamps_ms[i])
+    if more_dead:
+        dead += more_dead
+        dead_hours += _reject_hours(more_stamps, now_hour)
+        if len(dead) > len(more_dead):  # both kinds: back into offset order
+            order = sorted(range(len(dead)), key=[d[1] for d in dead].__getitem__)
+            dead = [dead[k] for k in order]
+            dead_hours = [dead_hours[k] for k in order]
     if more_events:
         extra = events_table(more_events, partition, more_offsets)
         table = pa.concat_tables([table, extra]).sort_by("kafka_offset")
     return ParsedChunk(partition, offsets[0], offsets[-1] + 1, table, dead, dead_hours)
+
+
+def _reject_hours(stamps_ms: Iterable[int | None], now_hour: int) -> list[int]:
+    """The UTC hour (epoch s) each reject counts in: its Kafka record time's, or `now`'s
+    when the record has none."""
+    return [t // 3_600_000 * 3600 if t and t > 0 else now_hour for t in stamps_ms]
 
 
 def _fast_path(

@@ -1,6 +1,8 @@
 """The event contract, including the hostile inputs of issue 6 (accepted or rejected by rule)."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from antenna_platform.contract import MAX_MESSAGE_BYTES, Event, Rejected, parse, validate
 
@@ -144,3 +146,56 @@ def test_a_brace_without_a_closing_brace_is_judged_as_orjson_would(payload):
     else:
         expected = validate(obj, now=NOW).reason
     assert parse(payload, now=NOW).reason == expected
+
+
+def _decoded_reason(payload: bytes | None) -> str | None:
+    """What decoding says of a payload (None: it decodes to an object the rules judge).
+    The contract's one shortcut: what cannot start a JSON object (after JSON whitespace)
+    is "not a JSON object" when it is UTF-8, whatever a decoder would add."""
+    import orjson
+
+    if not payload:
+        return "empty message"
+    if len(payload) > MAX_MESSAGE_BYTES:
+        return f"message larger than {MAX_MESSAGE_BYTES} bytes"
+    utf8 = True
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        utf8 = False
+    if payload[:1] not in (b"{", b" ", b"\t", b"\r", b"\n"):
+        return "not a JSON object" if utf8 else "not valid UTF-8"
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return "not valid JSON" if utf8 else "not valid UTF-8"
+    return None if isinstance(obj, dict) else "not a JSON object"
+
+
+_GARBAGE = st.one_of(
+    st.none(),
+    st.binary(max_size=40),
+    st.builds(
+        bytes.__add__,
+        st.sampled_from([b"{", b" {", b"\n", b"[", b'"', b"\xff", b"\xc3\xa9", b"7", b"{}"]),
+        st.binary(max_size=20),
+    ),
+    st.builds(lambda b: b + b"}", st.binary(max_size=20)),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_GARBAGE, max_size=30))
+def test_reasons_before_decoding_are_what_decoding_would_say(payloads):
+    """For many payloads at once: a reason given without decoding is exactly the one
+    decoding gives (orjson is the judge); None only where a decoder could still find an
+    object: one led by '{' or by JSON whitespace."""
+    from antenna_platform.contract import reasons_before_decoding
+
+    reasons = reasons_before_decoding(payloads)
+    assert len(reasons) == len(payloads)
+    for payload, reason in zip(payloads, reasons, strict=True):
+        if reason is not None:
+            assert reason == _decoded_reason(payload), payload
+        else:
+            assert payload and payload[:1] in (b"{", b" ", b"\t", b"\r", b"\n"), payload
