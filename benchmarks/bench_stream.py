@@ -13,8 +13,9 @@ platform. Prints:
   2. p50/p99 produce-to-visible latency in `bytes` at a steady rate (default 20,000/s),
      3 runs, and the median of their p99;
   3. good-event throughput alone and with 100,000 malformed messages mixed in 1:1, and
-     beside it a bare kafka-python consumer with the engine's record decoding that does
-     nothing with the values, on the mixed topic (the floor of this fetch path);
+     beside it a bare kafka-python consumer with the engine's record decoding and gc
+     settings that does nothing with the values, on the mixed topic (the floor of this
+     fetch path);
   4. throughput of 1, 2 and 3 worker processes on a 6-partition topic.
 Engine and raw consumers are compared from their assignment to their last committed
 (engine) or polled (raw) record: fetching included, the group join not; the flood too.
