@@ -48,6 +48,7 @@ from antenna_platform import lake
 from antenna_platform.stream import columnar, sinks
 from antenna_platform.stream.microbatch import MicroBatch
 from antenna_platform.stream.ownership import PartitionState, with_offsets
+from antenna_platform.stream.records import as_block
 from antenna_platform.stream.windows import BatchTotals, WindowAggregator
 
 # the names `fault` is called with, in order (tests inject failures at each)
@@ -163,23 +164,25 @@ class Checkpoint:
         return self.batch.valid if self.batch is not None else 0
 
     def add(self, partition: int, records: Sequence) -> int:
-        """Parse kafka-python records of one partition into the batch; returns how many
-        were kept. Records of a partition that is not open, or whose offset is below the
-        partition's next accepted offset, are refused."""
+        """Parse what a poll gave for one partition (`RecordBlock`s, or plain records:
+        `records.as_block`) into the batch; returns how many were kept. Records of a
+        partition that is not open, or whose offset is below the partition's next
+        accepted offset, are refused."""
+        block = as_block(records)
         pos = self.positions.get(partition)
-        if pos is None or not records:
-            self.refused += len(records)
+        if pos is None or not block:
+            self.refused += len(block)
             return 0
-        if records[0].offset < pos:
-            kept = [r for r in records if r.offset >= pos]
-            self.refused += len(records) - len(kept)
-            records = kept
-            if not records:
+        if block.first_offset < pos:
+            kept = block.from_offset(pos)
+            self.refused += len(block) - len(kept)
+            block = kept
+            if not block:
                 return 0
         if self.batch is None:
             self.batch = MicroBatch(self.skew)
-        n = self.batch.add(partition, records)
-        self.positions[partition] = records[-1].offset + 1
+        n = self.batch.add(partition, block)
+        self.positions[partition] = block.last_offset + 1
         return n
 
     def snapshot(

@@ -2,7 +2,10 @@
 
 Why: parsing into per-event Python objects (`contract.parse`, `Event` tuples, window keys,
 Parquet rows) costs several microseconds per event. Here the per-record Python work is
-`orjson.loads` and a C-level pick of the five fields; the contract's rules then run as
+`orjson.loads` and a C-level pick of the five fields, for the values the decoder found
+shaped like `{...}` (`shapes`); the others are mostly rejected without decoding, their
+reasons and dead-letter tuples taken from the decoder's codes at once (a flood of
+garbage costs no Python step per reject beyond its tuple). The contract's rules then run as
 Arrow kernels over whole columns (times, bytes) or once per distinct value through the
 contract's own functions (`as_uuid`, `app_problem`: a network has few devices, antennas
 and apps). Only the records this fast path does not accept go through `contract.parse`
@@ -18,8 +21,9 @@ event that the contract rejects. Never `pa.array(values, pa.int64())` on JSON nu
 either: it truncates 1.5 to 1; type inference (`_ints`) keeps ints apart from floats.
 
 The functions are pure: nothing here touches Kafka, Postgres or the lake directory.
-  - `parse_chunk` / `parse_records`: records of one partition -> `ParsedChunk` (the lake
-    table of the valid events, in offset order, plus dead letters and their hours);
+  - `parse_block` / `parse_chunk` / `parse_records`: records of one partition (a
+    `records.RecordBlock`, columns, or record objects) -> `ParsedChunk` (the lake table of
+    the valid events, in offset order, plus dead letters and their hours);
   - `window_totals`: what `WindowAggregator.aggregate` computes, for one partition's table;
   - `unknown_by_hour`, `rejects_by_hour`: the per-hour counts of `lake_hours`;
   - `split_by_hour`: the table cut into one table per event-time hour (one file each).
@@ -33,10 +37,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import compress, repeat
-from operator import and_, attrgetter, not_
-from typing import Any, Protocol
+from itertools import repeat
+from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -50,10 +54,11 @@ from antenna_platform.contract import (
     app_problem,
     as_uuid,
     parse,
-    reasons_before_decoding,
     reject_undecodable,
 )
 from antenna_platform.lake import SCHEMA
+from antenna_platform.stream.records import RecordBlock, as_block
+from antenna_platform.stream.shapes import DECODE, REASON_ARRAY, SHAPED, classify_values
 from antenna_platform.stream.windows import ANTENNA, APP, USER, WINDOW_S, BatchTotals
 
 # A rejected message: (partition, offset, payload, reason, received_at as naive UTC), the
@@ -62,16 +67,7 @@ DeadLetter = tuple[int, int, bytes | None, str, datetime]
 
 MAX_TS_SECONDS = 100_000_000_000  # above this the contract says "looks like milliseconds"
 _TS_TYPE = SCHEMA.field("timestamp").type
-_OFFSET, _VALUE, _TIMESTAMP = (attrgetter(a) for a in ("offset", "value", "timestamp"))
 _EMPTY: dict[str, Any] = {}  # stands for a value that is not a JSON object (never mutated)
-
-
-class KafkaRecord(Protocol):
-    """What `parse_records` reads of a kafka-python `ConsumerRecord`."""
-
-    offset: int
-    value: bytes | None
-    timestamp: int | None
 
 
 @dataclass(frozen=True)
@@ -124,30 +120,40 @@ def concat_chunks(chunks: Sequence[ParsedChunk]) -> ParsedChunk:
 
 def parse_records(
     partition: int,
-    records: Sequence[KafkaRecord],
+    records: Sequence[Any],
     *,
     now: float | None = None,
     max_skew_s: int = 300,
 ) -> ParsedChunk:
-    """`parse_chunk` over kafka-python `ConsumerRecord`s of one partition (offset order)."""
+    """`parse_block` over what a poll gave for one partition (offset order): the installed
+    consumer's `RecordBlock`s, or kafka-python `ConsumerRecord`s or `Record`s."""
+    return parse_block(partition, as_block(records), now=now, max_skew_s=max_skew_s)
+
+
+def parse_block(
+    partition: int, block: RecordBlock, *, now: float | None = None, max_skew_s: int = 300
+) -> ParsedChunk:
+    """`parse_chunk` over a block's columns, with the shapes the decoder classified."""
     return parse_chunk(
         partition,
-        list(map(_OFFSET, records)),
-        list(map(_VALUE, records)),
-        list(map(_TIMESTAMP, records)),
+        block.offsets,
+        block.values,
+        block.stamps,
         now=now,
         max_skew_s=max_skew_s,
+        codes=block.codes,
     )
 
 
 def parse_chunk(
     partition: int,
-    offsets: Sequence[int],
+    offsets: Sequence[int] | np.ndarray,
     values: Sequence[bytes | None],
-    timestamps_ms: Sequence[int | None],
+    timestamps_ms: Sequence[int | None] | np.ndarray,
     *,
     now: float | None = None,
     max_skew_s: int = 300,
+    codes: np.ndarray | None = None,
 ) -> ParsedChunk:
     """Parse one partition's records (ascending offsets) against the event contract.
 
@@ -155,7 +161,9 @@ def parse_chunk(
     `MicroBatch.add` keeps it: valid events as rows of the lake table (ids lower-cased,
     `kafka_partition`/`kafka_offset` set), rejects as dead letters received at `now`
     (naive UTC, whole seconds), each counted in the hour of its Kafka record time (the
-    hour of `now` when the record has none). `now` defaults to the wall clock.
+    hour of `now` when the record has none: None, or Kafka's -1). `now` defaults to the
+    wall clock. `codes`: the values' `shapes` codes when the decoder has them (else
+    `shapes.classify_values` says them here).
     """
     n = len(values)
     if n == 0:
@@ -165,51 +173,57 @@ def parse_chunk(
             f"parse_chunk: {len(offsets)} offsets, {n} values, {len(timestamps_ms)} timestamps"
         )
     now = time.time() if now is None else now
-    offs = pa.array(offsets, pa.int64())
-    if n > 1 and not pc.all(pc.greater(offs.slice(1), offs.slice(0, n - 1))).as_py():
+    offs_np = np.asarray(offsets, dtype=np.int64)
+    if n > 1 and not (offs_np[1:] > offs_np[:-1]).all():
         raise ValueError(f"parse_chunk: offsets of partition {partition} not ascending")
+    first_offset, next_offset = int(offs_np[0]), int(offs_np[-1]) + 1
+    offs = pa.array(offs_np)
+    if codes is None:
+        codes = classify_values(values)
+    elif len(codes) != n:
+        raise ValueError(f"parse_chunk: {len(codes)} codes for {n} values")
 
-    shaped = _object_shaped(values)
-    if shaped is None:  # the usual case: every value looks like {...}
-        cand, others, cand_offs = values, [], offs
+    if not codes.any():  # the usual case: every value looks like {...}
+        keep, others = None, None
+        cand, cand_offs = values, offs
     else:  # the others are left to the contract (most rejected without decoding)
-        keep, others = shaped
+        shaped = codes == SHAPED
+        keep = np.flatnonzero(shaped).tolist()
+        others = np.flatnonzero(~shaped)
         cand = list(map(values.__getitem__, keep))
-        cand_offs = offs.take(pa.array(keep, pa.int64()))
+        cand_offs = pa.array(offs_np[shaped])
     if cand:
         table, undecided, undecodable = _fast_path(partition, cand, cand_offs, now, max_skew_s)
-        if shaped is not None:
+        if keep is not None:
             undecided = [keep[j] for j in undecided]
             undecodable = {keep[j] for j in undecodable}
     else:
         table, undecided, undecodable = SCHEMA.empty_table(), [], set()
-    if not undecided and not others:
-        return ParsedChunk(partition, offsets[0], offsets[-1] + 1, table, [], [])
+    if not undecided and others is None:
+        return ParsedChunk(partition, first_offset, next_offset, table, [], [])
 
     received = datetime.fromtimestamp(int(now), UTC).replace(tzinfo=None)
     now_hour = int(now) // 3600 * 3600
+    stamps = _stamps_array(timestamps_ms)
     dead: list[DeadLetter] = []
     dead_hours: list[int] = []
-    if others:  # garbage, mostly: rejected without decoding, all at once
-        o_values = list(map(values.__getitem__, others))
-        reasons = reasons_before_decoding(o_values)
-        if None in reasons:  # led by JSON whitespace: the contract decodes these below
-            rows = list(zip(others, o_values, reasons, strict=True))
-            undecided = sorted(undecided + [i for i, _, r in rows if r is None])
-            known = [row for row in rows if row[2] is not None]
-            others = [i for i, _, _ in known]
-            o_values = [v for _, v, _ in known]
-            reasons = [r for _, _, r in known]
+    if others is not None:  # garbage, mostly: rejected without decoding, all at once
+        o_codes = codes[others]
+        to_decode = o_codes == DECODE
+        if to_decode.any():  # led by JSON whitespace: the contract decodes these below
+            undecided = sorted(undecided + others[to_decode].tolist())
+            others, o_codes = others[~to_decode], o_codes[~to_decode]
+        o_stamps = stamps[others]
         dead = list(
             zip(
                 repeat(partition),
-                map(offsets.__getitem__, others),
-                o_values,
-                reasons,
+                offs_np[others].tolist(),
+                map(values.__getitem__, others.tolist()),
+                REASON_ARRAY[o_codes].tolist(),
                 repeat(received),
             )
         )
-        dead_hours = _reject_hours(map(timestamps_ms.__getitem__, others), now_hour)
+        dead_hours = np.where(o_stamps > 0, o_stamps // 3_600_000 * 3600, now_hour).tolist()
 
     # the per-row contract decides the rest: every reject gets its exact reason
     more_events: list[Event] = []
@@ -221,10 +235,10 @@ def parse_chunk(
         res = reject_undecodable(value) if i in undecodable else parse(value, now, max_skew_s)
         if type(res) is Event:
             more_events.append(res)
-            more_offsets.append(offsets[i])
+            more_offsets.append(int(offs_np[i]))
         else:
-            more_dead.append((partition, offsets[i], value, res[0], received))
-            more_stamps.append(timestamps_ms[i])
+            more_dead.append((partition, int(offs_np[i]), value, res[0], received))
+            more_stamps.append(int(stamps[i]))
     if more_dead:
         dead += more_dead
         dead_hours += _reject_hours(more_stamps, now_hour)
@@ -235,7 +249,14 @@ def parse_chunk(
     if more_events:
         extra = events_table(more_events, partition, more_offsets)
         table = pa.concat_tables([table, extra]).sort_by("kafka_offset")
-    return ParsedChunk(partition, offsets[0], offsets[-1] + 1, table, dead, dead_hours)
+    return ParsedChunk(partition, first_offset, next_offset, table, dead, dead_hours)
+
+
+def _stamps_array(timestamps_ms: Sequence[int | None] | np.ndarray) -> np.ndarray:
+    """Record times (ms) as int64, -1 where a record has none."""
+    if isinstance(timestamps_ms, np.ndarray):
+        return timestamps_ms
+    return np.array([-1 if t is None else t for t in timestamps_ms], dtype=np.int64)
 
 
 def _reject_hours(stamps_ms: Iterable[int | None], now_hour: int) -> list[int]:
@@ -321,25 +342,6 @@ def event_seconds(table: pa.Table) -> pa.Array:
 
 
 # ---------------------------------------------------------------------- decoding helpers
-def _object_shaped(values: Sequence[bytes | None]) -> tuple[list[int], list[int]] | None:
-    """None when every value is `{...}` (first byte "{", last "}"); else the indices of
-    those that are and of those that are not. Only the first go through orjson here: the
-    contract rejects most of the others without decoding, and a JSONDecodeError costs
-    microseconds (a flood of garbage must stay cheap)."""
-    n = len(values)
-    try:
-        starts = list(map(bytes.startswith, values, repeat(b"{", n)))
-        ends = list(map(bytes.endswith, values, repeat(b"}", n)))
-    except TypeError:  # None (or a non-bytes value)
-        starts = ends = [type(v) is bytes and v[:1] == b"{" and v[-1:] == b"}" for v in values]
-    if all(starts) and all(ends):
-        return None
-    shaped = list(map(and_, starts, ends))
-    keep = list(compress(range(n), shaped))
-    others = list(compress(range(n), map(not_, shaped)))
-    return keep, others
-
-
 def _decode(values: Sequence[bytes]) -> tuple[list[Any], set[int]]:
     """orjson.loads of every value, an empty dict where it fails; and the indices where
     it failed (the contract then says why without decoding again).

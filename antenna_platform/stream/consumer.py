@@ -32,7 +32,8 @@ def make_consumer(
     settings: Settings, listener: ConsumerRebalanceListener, *, client_id: str | None = None
 ) -> KafkaConsumer:
     """A subscribed consumer in the platform's group; values stay raw bytes, and polls
-    return `records.Record`s (offset, timestamp, value), not `ConsumerRecord`s."""
+    return, per partition, `records.RecordBlock`s (offsets, timestamps, values and their
+    shapes as columns), not `ConsumerRecord`s."""
     consumer = KafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
         group_id=settings.consumer_group,
@@ -52,7 +53,7 @@ def make_consumer(
         # goes idle on a partial view (one small metadata request per 10 s)
         metadata_max_age_ms=10000,
     )
-    records.install(consumer)  # records decoded straight into (offset, timestamp, value)
+    records.install(consumer)  # batches decoded straight into columns
     consumer.subscribe([settings.topic], listener=listener)
     return consumer
 

@@ -10,9 +10,12 @@ the valid events in the lake's schema, plus the dead letters); `merged()` joins 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from typing import Any
 
 from antenna_platform.stream import columnar
 from antenna_platform.stream.columnar import ParsedChunk
+from antenna_platform.stream.records import RecordBlock, as_block
 
 
 class MicroBatch:
@@ -35,12 +38,13 @@ class MicroBatch:
     def partitions(self) -> list[int]:
         return sorted(self.chunks)
 
-    def add(self, partition: int, records) -> int:
-        """Parse kafka-python `ConsumerRecord`s of one partition (offset order); returns
-        how many."""
-        if not records:
+    def add(self, partition: int, records: RecordBlock | Sequence[Any]) -> int:
+        """Parse records of one partition (offset order): a `RecordBlock`, or what
+        `records.as_block` reads; returns how many."""
+        block = records if type(records) is RecordBlock else as_block(records)
+        if not block:
             return 0
-        chunk = columnar.parse_records(partition, records, max_skew_s=self.skew)
+        chunk = columnar.parse_block(partition, block, max_skew_s=self.skew)
         self.chunks.setdefault(partition, []).append(chunk)
         self.records += chunk.records
         self.valid += chunk.valid

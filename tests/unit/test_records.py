@@ -75,11 +75,16 @@ def decoder(path: str):
 
 
 def seen(cls, data: bytes, fetch_offset: int, takes: list[int]):
-    """What a consumer gets from `cls` over `data`: per take, its records and position."""
+    """What a consumer gets from `cls` over `data`: per take, its records and position
+    (`FastPartitionRecords` hands out blocks: their records, in order)."""
     part = cls(fetch_offset, TP, MemoryRecords(data))
     out = []
     for n in [*takes, 1 << 30]:
         recs = part.take(n) if part else []
+        if isinstance(recs, records.RecordRun):  # blocks: the fetcher counts their records
+            count = len(recs)
+            recs = [r for block in recs for r in block.records()]
+            assert count == len(recs) <= n
         out.append(([(r.offset, r.timestamp, r.value) for r in recs], part.next_fetch_offset))
     return out
 
@@ -146,12 +151,31 @@ def test_log_append_time_batches_carry_the_brokers_time(path: str) -> None:
     assert seen(FastPartitionRecords, data, 7, []) == seen(Fetcher.PartitionRecords, data, 7, [])
 
 
-def test_records_come_as_named_tuples_of_the_three_fields() -> None:
+def test_takes_come_as_blocks_of_columns_counted_by_their_records() -> None:
     data = build_batch(0, [(1, b"k", b'{"x": 1}', [("h", b"v")]), (2, None, None, [])])
     (recs, position), _ = seen(FastPartitionRecords, data, 0, [5])
     assert recs == [(0, 1, b'{"x": 1}'), (1, 2, None)] and position == 2
-    rec = FastPartitionRecords(0, TP, MemoryRecords(data)).take(1)[0]
-    assert type(rec) is Record and rec.value == b'{"x": 1}' and type(rec.value) is bytes
+    run = FastPartitionRecords(0, TP, MemoryRecords(data)).take(1)
+    assert len(run) == 1 and bool(run)
+    (block,) = list(run)
+    assert type(block) is records.RecordBlock and block.offsets.tolist() == [0]
+    assert block.values == [b'{"x": 1}'] and type(block.values[0]) is bytes
+    assert block.records() == [Record(0, 1, b'{"x": 1}')]
+    assert type(block.records()[0]) is Record
+
+
+def test_a_poll_result_reads_as_one_block() -> None:
+    """What `Checkpoint.add` gets: blocks (the installed consumer) or plain records."""
+    data = build_batch(5, [(1, None, b"{}", []), (2, None, b"x", []), (3, None, None, [])])
+    part = FastPartitionRecords(5, TP, MemoryRecords(data))
+    runs = [list(part.take(1)), list(part.take(2))]
+    block = records.as_block([b for run in runs for b in run])
+    want = [Record(5, 1, b"{}"), Record(6, 2, b"x"), Record(7, 3, None)]
+    assert block.records() == want
+    assert records.as_block(want).records() == want
+    assert block.codes.tolist() == records.as_block(want).codes.tolist()
+    assert block.from_offset(7).records() == want[2:]
+    assert len(records.as_block([])) == 0
 
 
 @pytest.mark.parametrize("path", DECODERS)
