@@ -19,6 +19,7 @@ Codes:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import repeat
 
 import numpy as np
 
@@ -53,11 +54,16 @@ def classify_values(values: Sequence[bytes | None]) -> np.ndarray:
     `contract.reasons_before_decoding` gives it (DECODE where that says "decode to tell")."""
     n = len(values)
     codes = np.zeros(n, dtype=np.int8)
-    others = [
-        i
-        for i, v in enumerate(values)
-        if not (type(v) is bytes and v[:1] == b"{" and v[-1:] == b"}")
-    ]
+    try:  # C-level loops: the usual values are bytes
+        starts = np.fromiter(map(bytes.startswith, values, repeat(b"{", n)), bool, n)
+        ends = np.fromiter(map(bytes.endswith, values, repeat(b"}", n)), bool, n)
+        others = np.flatnonzero(~(starts & ends)).tolist()
+    except TypeError:  # None (or a non-bytes value)
+        others = [
+            i
+            for i, v in enumerate(values)
+            if not (type(v) is bytes and v[:1] == b"{" and v[-1:] == b"}")
+        ]
     if others:
         reasons = reasons_before_decoding([values[i] for i in others])
         codes[others] = [_CODE_OF[r] for r in reasons]
