@@ -205,6 +205,10 @@ _TOO_LARGE = Rejected(f"message larger than {MAX_MESSAGE_BYTES} bytes")
 _NOT_UTF8 = Rejected("not valid UTF-8")
 _NOT_JSON = Rejected("not valid JSON")
 _NOT_OBJECT = Rejected("not a JSON object")
+# every reason `reasons_before_decoding` gives (the stream's `shapes` codes them by position)
+REASONS_BEFORE_DECODING: tuple[str, ...] = tuple(
+    r.reason for r in (_EMPTY, _TOO_LARGE, _NOT_OBJECT, _NOT_UTF8, _NOT_JSON)
+)
 
 
 def _is_utf8(payload: bytes) -> bool:

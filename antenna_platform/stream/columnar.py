@@ -223,13 +223,13 @@ def parse_chunk(
                 repeat(received),
             )
         )
-        dead_hours = np.where(o_stamps > 0, o_stamps // 3_600_000 * 3600, now_hour).tolist()
+        dead_hours = _reject_hours(o_stamps, now_hour)
 
     # the per-row contract decides the rest: every reject gets its exact reason
     more_events: list[Event] = []
     more_offsets: list[int] = []
     more_dead: list[DeadLetter] = []
-    more_stamps: list[int | None] = []
+    more_dead_at: list[int] = []  # the record index of each of more_dead
     for i in undecided:
         value = values[i]
         res = reject_undecodable(value) if i in undecodable else parse(value, now, max_skew_s)
@@ -238,10 +238,10 @@ def parse_chunk(
             more_offsets.append(int(offs_np[i]))
         else:
             more_dead.append((partition, int(offs_np[i]), value, res[0], received))
-            more_stamps.append(int(stamps[i]))
+            more_dead_at.append(i)
     if more_dead:
         dead += more_dead
-        dead_hours += _reject_hours(more_stamps, now_hour)
+        dead_hours += _reject_hours(stamps[more_dead_at], now_hour)
         if len(dead) > len(more_dead):  # both kinds: back into offset order
             order = sorted(range(len(dead)), key=[d[1] for d in dead].__getitem__)
             dead = [dead[k] for k in order]
@@ -259,10 +259,10 @@ def _stamps_array(timestamps_ms: Sequence[int | None] | np.ndarray) -> np.ndarra
     return np.array([-1 if t is None else t for t in timestamps_ms], dtype=np.int64)
 
 
-def _reject_hours(stamps_ms: Iterable[int | None], now_hour: int) -> list[int]:
+def _reject_hours(stamps_ms: np.ndarray, now_hour: int) -> list[int]:
     """The UTC hour (epoch s) each reject counts in: its Kafka record time's, or `now`'s
-    when the record has none."""
-    return [t // 3_600_000 * 3600 if t and t > 0 else now_hour for t in stamps_ms]
+    when the record has none (-1: `_stamps_array`)."""
+    return np.where(stamps_ms > 0, stamps_ms // 3_600_000 * 3600, now_hour).tolist()
 
 
 def _fast_path(

@@ -41,7 +41,7 @@ class MicroBatch:
     def add(self, partition: int, records: RecordBlock | Sequence[Any]) -> int:
         """Parse records of one partition (offset order): a `RecordBlock`, or what
         `records.as_block` reads; returns how many."""
-        block = records if type(records) is RecordBlock else as_block(records)
+        block = as_block(records)
         if not block:
             return 0
         chunk = columnar.parse_block(partition, block, max_skew_s=self.skew)

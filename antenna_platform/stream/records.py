@@ -128,9 +128,12 @@ def concat_blocks(blocks: Sequence[RecordBlock]) -> RecordBlock:
     )
 
 
-def as_block(items: Sequence[Any]) -> RecordBlock:
+def as_block(items: RecordBlock | Sequence[Any]) -> RecordBlock:
     """What a poll returned for one partition (a list of `RecordBlock`s from a consumer
-    with `install`), or plain records (`Record`, `ConsumerRecord`), as one block."""
+    with `install`), or plain records (`Record`, `ConsumerRecord`), as one block (a block
+    is itself)."""
+    if type(items) is RecordBlock:
+        return items
     blocks: list[RecordBlock] = []
     loose: list[Any] = []
     for item in items:

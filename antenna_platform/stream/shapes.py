@@ -23,18 +23,14 @@ from itertools import repeat
 
 import numpy as np
 
-from antenna_platform.contract import MAX_MESSAGE_BYTES, reasons_before_decoding
+from antenna_platform.contract import (
+    MAX_MESSAGE_BYTES,
+    REASONS_BEFORE_DECODING,
+    reasons_before_decoding,
+)
 
 SHAPED, DECODE, EMPTY, TOO_LARGE, NOT_OBJECT, NOT_UTF8, NOT_JSON = range(7)
-REASONS: tuple[str | None, ...] = (
-    None,
-    None,
-    "empty message",
-    f"message larger than {MAX_MESSAGE_BYTES} bytes",
-    "not a JSON object",
-    "not valid UTF-8",
-    "not valid JSON",
-)
+REASONS: tuple[str | None, ...] = (None, None, *REASONS_BEFORE_DECODING)
 _CODE_OF = {r: c for c, r in enumerate(REASONS) if r is not None} | {None: DECODE}
 REASON_ARRAY = np.array(REASONS, dtype=object)  # codes -> reasons in one numpy take
 
