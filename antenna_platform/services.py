@@ -507,10 +507,50 @@ def resource_env(settings: Settings) -> dict[str, str]:
     }
 
 
+def prime_spark_pool(settings: Settings) -> str | None:
+    """Create the `spark` pool's slots in Dagster's storage now, from this one process.
+
+    Dagster creates a pool's slots when a step first claims one, and again when the
+    default limit changed. On Postgres the second case always fails (its insert hits the
+    existing row, which aborts the transaction its update then needs), and the first
+    fails for one of two runs that do it at the same moment: the run fails in its claim.
+    So `antenna up` makes the pool match dagster.yaml's default once, before any run:
+    created when missing, recreated when it follows the default and the default moved.
+    A limit set in the UI is left alone. Returns None, or why it could not.
+    """
+    import dagster as dg  # noqa: PLC0415
+
+    from antenna_platform.spark_slots import SPARK_POOL  # noqa: PLC0415
+
+    saved = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "DAGSTER_PG_URL")}
+    try:
+        os.environ.update({k: dagster_env(settings)[k] for k in saved})
+        with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+            storage = instance.event_log_storage
+            default = instance.global_op_concurrency_default_limit
+            pool = next((p for p in storage.get_pool_limits() if p.name == SPARK_POOL), None)
+            if pool is None or (pool.from_default and pool.limit != default):
+                if pool is not None:
+                    storage.delete_concurrency_limit(SPARK_POOL)
+                storage.initialize_concurrency_limit_to_default(SPARK_POOL)
+    except Exception as exc:  # noqa: BLE001 - reported; the platform works without it
+        return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return None
+
+
 def up(settings: Settings) -> list[ServiceState]:
     settings.home.mkdir(parents=True, exist_ok=True)
     states = [start_postgres(settings), start_broker(settings)]
     ensure_dagster_home(settings)
+    problem = prime_spark_pool(settings)
+    if problem:
+        print(f"warning: could not prepare Dagster's pool spark ({problem}); runs will create it")
     return states
 
 

@@ -6,10 +6,11 @@ run's time window is computed in the same job and replaced in one transaction.
 """
 
 import time
+from contextlib import ExitStack
 
 import dagster as dg
 
-from antenna_platform import batch, quality, transient
+from antenna_platform import batch, quality, spark_slots, transient
 from assets.checks import (
     BATCH_CHECK_SPECS,
     BYTES_HOURLY_VALID,
@@ -28,8 +29,9 @@ from resources.spark import SparkResource
 DEPS = [device_events.key, dg.AssetKey("user_metadata")]
 # The pool of the batch's Spark step: its limit (ANTENNA_BATCH_POOL_LIMIT, default 1) is
 # `concurrency.pools.default_limit` in dagster.yaml. Backfills, scheduled hours and
-# late-data reruns queue for it instead of running Spark side by side.
-SPARK_POOL = "spark"
+# late-data reruns queue for it instead of running Spark side by side; inside the step,
+# spark_slots enforces the same limit where Dagster's claim races (see that module).
+SPARK_POOL = spark_slots.SPARK_POOL
 # Transient failures (Postgres unreachable for a moment, Spark failing to start) are
 # retried; anything else fails at once (Failure(allow_retries=False)), a failed blocking
 # check included: the same data fails the same way.
@@ -79,7 +81,12 @@ def batch_hourly(
     lake: LakeResource,
 ):
     try:
-        yield from _compute(context, pyspark, postgres, lake)
+        with ExitStack() as stack:
+            limit = spark_slot_limit(context.instance)
+            if limit:
+                slot_conn = stack.enter_context(postgres.connect(autocommit=True))
+                stack.enter_context(spark_slots.spark_slot(slot_conn, limit, log=context.log.info))
+            yield from _compute(context, pyspark, postgres, lake)
     except dg.Failure:
         raise
     except Exception as exc:
@@ -90,6 +97,16 @@ def batch_hourly(
             description=f"{type(exc).__name__}: {first} (not retried: not a transient error)",
             allow_retries=False,
         ) from exc
+
+
+def spark_slot_limit(instance: dg.DagsterInstance) -> int | None:
+    """The `spark` pool's limit as Dagster holds it (dagster.yaml's default, or a limit set
+    in the UI); None when the pool is unlimited."""
+    try:
+        slots = instance.event_log_storage.get_concurrency_info(SPARK_POOL).slot_count
+    except Exception:  # noqa: BLE001 - storage without pools: fall back to the default
+        slots = 0
+    return slots or instance.global_op_concurrency_default_limit or None
 
 
 def _compute(
