@@ -63,5 +63,7 @@ def spark_slot(
     try:
         yield slot
     finally:
-        if not conn.closed:
+        try:
             conn.execute("select pg_advisory_unlock(%s, %s)", (SPARK_SLOT_LOCK, slot))
+        except psycopg.Error:
+            pass  # the session is gone (Postgres restarted), and its locks with it

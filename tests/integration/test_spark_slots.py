@@ -119,6 +119,19 @@ def test_a_killed_holder_frees_its_slot(platform):
             holder.wait(timeout=60)
 
 
+def test_a_slot_session_lost_mid_work_does_not_fail_the_work(platform):
+    """Postgres restarting under a computation ends the slot's session; the computation's
+    own result stands (the unlock finds no session, and no lock to release)."""
+    finished = False
+    with connect(platform, autocommit=True) as other:
+        with connect(platform, autocommit=True) as conn, spark_slot(conn, 1):
+            pid = conn.info.backend_pid
+            assert other.execute("select pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+            finished = True
+        assert finished
+        assert take_free_slot(other, 1) == 0
+
+
 def test_a_limit_below_one_is_a_clear_error(platform):
     with (
         connect(platform, autocommit=True) as conn,
