@@ -8,7 +8,9 @@ updated): two in-process runs that reach the step at the same moment (two
 and run Spark side by side. This guard makes the limit hold whatever Dagster decides:
 a slot is a session-level advisory lock `(SPARK_SLOT_LOCK, i)`, `i < limit`, held on
 its own connection for the length of the computation. Postgres releases it when the
-holder's connection ends, so a killed run never keeps a slot.
+holder's connection ends, so a killed run never keeps a slot (and a computation whose
+slot session is lost, Postgres restarting, finishes without one: the limit is a
+resource bound, not a correctness guard; each hour's write takes its own lock).
 """
 
 from __future__ import annotations
