@@ -12,7 +12,8 @@ platform. Prints:
      rate as a ratio of both (figures move from day to day, ratios from one run do not);
   2. p50/p99 produce-to-visible latency in `bytes` at a steady rate (default 20,000/s),
      3 runs, and the median of their p99;
-  3. good-event throughput alone and with 100,000 malformed messages mixed in 1:1, and
+  3. good-event throughput alone (100,000 by default) and with as many malformed messages
+     mixed in 1:1 (longer runs, e.g. --flood-good 300000 --flood-bad 300000, vary less), and
      beside it a bare kafka-python consumer with the engine's record decoding and gc
      settings that does nothing with the values, on the mixed topic (the floor of this
      fetch path);
@@ -22,7 +23,7 @@ Engine and raw consumers are compared from their assignment to their last commit
 The worker figures are measured from the first commit to the last.
 
     python benchmarks/bench_stream.py [--events N] [--rate R] [--skip-latency]
-        [--skip-flood] [--flood-bad N] [--skip-workers] [--skip-raw]
+        [--skip-flood] [--flood-good N] [--flood-bad N] [--skip-workers] [--skip-raw]
         [--skip-hot-path] [--hot-path-events N] [--only-hot-path]
 """
 
@@ -760,6 +761,7 @@ def main() -> None:
     ap.add_argument("--skip-hot-path", action="store_true")
     ap.add_argument("--only-hot-path", action="store_true", help="in memory only, no services")
     ap.add_argument("--hot-path-events", type=int, default=500_000)
+    ap.add_argument("--flood-good", type=int, default=100_000, help="good events of the flood")
     ap.add_argument("--flood-bad", type=int, default=100_000, help="malformed messages")
     args = ap.parse_args()
     print(f"stream benchmark ({os.cpu_count()} cores)")
@@ -775,7 +777,7 @@ def main() -> None:
         if not args.skip_latency:
             bench_latency(env, lake_root, args.rate, args.latency_seconds)
         if not args.skip_flood:
-            bench_flood(env, lake_root, min(args.events, 100_000), args.flood_bad)
+            bench_flood(env, lake_root, args.flood_good, args.flood_bad)
         if not args.skip_workers:
             bench_workers(env, lake_root, args.worker_events or args.events // 2)
     finally:
