@@ -8,6 +8,7 @@ stopping are idempotent; PID files and logs live under `$ANTENNA_HOME`.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -515,7 +516,8 @@ def prime_spark_pool(settings: Settings) -> str | None:
     existing row, which aborts the transaction its update then needs), and the first
     fails for one of two runs that do it at the same moment: the run fails in its claim.
     So `antenna up` makes the pool match dagster.yaml's default once, before any run:
-    created when missing, recreated when it follows the default and the default moved.
+    created when missing, recreated when it follows the default and the default moved
+    (only while no step holds or waits for a slot: the recreation is two transactions).
     A limit set in the UI is left alone. Returns None, or why it could not.
     """
     import dagster as dg  # noqa: PLC0415
@@ -529,12 +531,21 @@ def prime_spark_pool(settings: Settings) -> str | None:
             storage = instance.event_log_storage
             default = instance.global_op_concurrency_default_limit
             pool = next((p for p in storage.get_pool_limits() if p.name == SPARK_POOL), None)
-            if pool is None or (pool.from_default and pool.limit != default):
-                if pool is not None:
-                    storage.delete_concurrency_limit(SPARK_POOL)
+            if pool is not None and pool.from_default and pool.limit != default:
+                info = storage.get_concurrency_info(SPARK_POOL)
+                if info.claimed_slots or info.pending_steps:
+                    return (
+                        f"its limit is {pool.limit}, the configured one {default}, and "
+                        f"batch steps hold or wait for its slots; run `antenna up` again "
+                        f"once they are done"
+                    )
+                storage.delete_concurrency_limit(SPARK_POOL)
+                pool = None
+            if pool is None:
                 storage.initialize_concurrency_limit_to_default(SPARK_POOL)
     except Exception as exc:  # noqa: BLE001 - reported; the platform works without it
-        return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        return f"{type(exc).__name__}: {_redact_urls(first)}"
     finally:
         for key, value in saved.items():
             if value is None:
@@ -542,6 +553,11 @@ def prime_spark_pool(settings: Settings) -> str | None:
             else:
                 os.environ[key] = value
     return None
+
+
+def _redact_urls(text: str) -> str:
+    """`text` with the password of any URL in it replaced by `***`."""
+    return re.sub(r"\b[a-z][a-z0-9+.-]*://\S+", lambda m: redact_url(m.group(0)), text)
 
 
 def up(settings: Settings) -> list[ServiceState]:
