@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +25,22 @@ READER_ROLE = "antenna_reader"  # the least-privilege role dashboards read throu
 
 class ConfigError(ValueError):
     """A bad setting: the message names the variable and says what is expected."""
+
+
+@contextmanager
+def environ_set(values: Mapping[str, str]) -> Iterator[None]:
+    """Set these variables in os.environ for the block, then restore what was there
+    (for libraries that read their settings only from the process environment)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
 
 
 def redact_url(url: str) -> str:

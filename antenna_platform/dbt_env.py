@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from antenna_platform.config import PROJECT_ROOT, ConfigError, Settings, redact_url
+from antenna_platform.config import PROJECT_ROOT, ConfigError, Settings, environ_set, redact_url
 
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 SERVING_SCHEMA = "serving"
@@ -75,16 +75,8 @@ def dbt_environment(settings: Settings) -> Iterator[dict[str, str]]:
     in-process too), so the variables must be in this process's environment.
     """
     values = dbt_env(settings.database_url)
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
+    with environ_set(values):
         yield values
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
 
 
 def dbt_executable() -> str:

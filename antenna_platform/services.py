@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from antenna_platform.config import DAGSTER_DB, PLATFORM_DB, Settings, redact_url
+from antenna_platform.config import DAGSTER_DB, PLATFORM_DB, Settings, environ_set, redact_url
 
 PG_SYSTEM_USER = "pgserver"  # initdb/postgres refuse to run as root
 
@@ -524,10 +524,12 @@ def prime_spark_pool(settings: Settings) -> str | None:
 
     from antenna_platform.spark_slots import SPARK_POOL  # noqa: PLC0415
 
-    saved = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "DAGSTER_PG_URL")}
+    env = dagster_env(settings)
     try:
-        os.environ.update({k: dagster_env(settings)[k] for k in saved})
-        with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        with (
+            environ_set({k: env[k] for k in ("DAGSTER_HOME", "DAGSTER_PG_URL")}),
+            dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance,
+        ):
             storage = instance.event_log_storage
             default = instance.global_op_concurrency_default_limit
             pool = next((p for p in storage.get_pool_limits() if p.name == SPARK_POOL), None)
@@ -546,12 +548,6 @@ def prime_spark_pool(settings: Settings) -> str | None:
     except Exception as exc:  # noqa: BLE001 - reported; the platform works without it
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         return f"{type(exc).__name__}: {_redact_urls(first)}"
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     return None
 
 
