@@ -562,7 +562,7 @@ def up(settings: Settings) -> list[ServiceState]:
     ensure_dagster_home(settings)
     problem = prime_spark_pool(settings)
     if problem:
-        print(f"warning: could not prepare Dagster's pool spark ({problem}); runs will create it")
+        print(f"warning: Dagster's pool spark left as it is: {problem}")
     return states
 
 

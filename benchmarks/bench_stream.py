@@ -12,8 +12,8 @@ platform. Prints:
      rate as a ratio of both (figures move from day to day, ratios from one run do not);
   2. p50/p99 produce-to-visible latency in `bytes` at a steady rate (default 20,000/s),
      3 runs, and the median of their p99;
-  3. good-event throughput alone (100,000 by default) and with as many malformed messages
-     mixed in 1:1 (longer runs, e.g. --flood-good 300000 --flood-bad 300000, vary less), and
+  3. good-event throughput alone and with malformed messages mixed in (100,000 of each by
+     default, 1:1; longer runs, e.g. --flood-good 300000 --flood-bad 300000, vary less), and
      beside it a bare kafka-python consumer with the engine's record decoding and gc
      settings that does nothing with the values, on the mixed topic (the floor of this
      fetch path);

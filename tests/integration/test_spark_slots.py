@@ -15,20 +15,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
 from antenna_platform.config import PROJECT_ROOT
 from antenna_platform.spark_slots import SPARK_SLOT_LOCK, spark_slot, take_free_slot
 from antenna_platform.warehouse import connect
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.05)
+from tests.integration.test_stream_scale import wait_for
 
 
 @pytest.mark.parametrize(("limit", "workers"), [(1, 5), (2, 6)])
@@ -120,7 +113,7 @@ def test_a_killed_holder_frees_its_slot(platform):
             holder.send_signal(signal.SIGKILL)
             holder.wait(timeout=60)
             free: list[int | None] = []
-            wait_until(
+            wait_for(
                 lambda: free.append(take_free_slot(conn, 1)) or free[-1] == 0,
                 60,
                 "Postgres to free the killed holder's slot",
@@ -140,7 +133,7 @@ def test_a_slot_session_lost_mid_work_does_not_fail_the_work(platform):
             assert other.execute("select pg_terminate_backend(%s)", (pid,)).fetchone()[0]
         # leaving the block raised nothing; the ended session's lock goes with it
         free: list[int | None] = []
-        wait_until(
+        wait_for(
             lambda: free.append(take_free_slot(other, 1)) or free[-1] == 0,
             60,
             "Postgres to end the terminated session",
