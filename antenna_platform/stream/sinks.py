@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import psycopg
-from psycopg import errors
 
 from antenna_platform.lake import LakeFile
 
@@ -210,46 +209,21 @@ _COPY_DEAD = (
     'copy dead_letter (topic, partition, "offset", payload, reason, received_at) '
     "from stdin (format binary)"
 )
-_COPY_DEAD_STAGE = (
-    'copy dead_letter_stage (topic, partition, "offset", payload, reason, received_at) '
-    "from stdin (format binary)"
-)
 
 
 def insert_dead_letters(conn: psycopg.Connection, topic: str, rows: Sequence[DeadLetter]) -> None:
     """Binary COPY straight into `dead_letter`: a flood of garbage costs one round trip per
     batch and little CPU.
 
-    Fencing means a committed offset is never inserted twice, so a key conflict is rare
-    (a recreated topic reuses offsets, or rows were loaded by hand). Then, and only then,
-    the batch goes through a staging table with `on conflict do nothing`; the savepoint
-    keeps the surrounding transaction alive.
+    Written once because the commit's fence (`check_claims`, `fence`, same transaction)
+    admits each offset once, as it does every `bytes` delta; the table has no key to
+    check it again (see `warehouse`), so the rejects of a recreated topic, whose log
+    starts again at offset 0, are kept beside the old topic's.
     """
     if not rows:
         return
-    data = encode_dead_letters(topic, rows)
-    try:
-        with conn.transaction(), conn.cursor() as cur:
-            _copy_dead(cur, _COPY_DEAD, data)
-        return
-    except errors.UniqueViolation:
-        pass
-    with conn.cursor() as cur:
-        cur.execute(
-            "create temp table if not exists dead_letter_stage "
-            "(like dead_letter including defaults) on commit delete rows"
-        )
-        _copy_dead(cur, _COPY_DEAD_STAGE, data)
-        cur.execute(
-            'insert into dead_letter (topic, partition, "offset", payload, reason, received_at) '
-            'select topic, partition, "offset", payload, reason, received_at '
-            "from dead_letter_stage on conflict do nothing"
-        )
-
-
-def _copy_dead(cur: psycopg.Cursor, statement: str, data: bytes) -> None:
-    with cur.copy(statement) as copy:
-        copy.write(data)
+    with conn.cursor() as cur, cur.copy(_COPY_DEAD) as copy:
+        copy.write(encode_dead_letters(topic, rows))
 
 
 # PostgreSQL's binary COPY format: a signature, then per row a field count and each

@@ -18,7 +18,7 @@ import pytest
 from confluent_kafka import Producer
 
 from antenna_platform import simulator
-from antenna_platform.warehouse import connect
+from antenna_platform.warehouse import connect, provision
 from jobs.streaming import device_stream_job
 from resources import build_resources
 from tests.topics import wait_for_partitions
@@ -183,6 +183,7 @@ def assert_exact(settings, payloads) -> dict:
     assert got["offsets"] == len(payloads)
     # lake and dead-letter (partition, offset) pairs are disjoint and cover every offset
     lake_keys, dead_keys = set(got["lake_keys"]), set(got["dead_keys"])
+    assert len(dead_keys) == len(got["dead_keys"]), "a reject written twice"
     assert not lake_keys & dead_keys, "an offset is both in the lake and a dead letter"
     every = {(p, o) for p, n in got["next_offsets"].items() for o in range(n)}
     assert lake_keys | dead_keys == every, "offsets not covered exactly by lake + dead letters"
@@ -301,9 +302,10 @@ def test_open_hour_files_are_merged_when_they_pile_up(platform, monkeypatch):
     assert_exact(platform, payloads)
 
 
-def test_dead_letters_with_a_taken_key_keep_the_first_row_and_the_transaction(platform):
-    """The binary COPY fast path hits a key conflict (a recreated topic reuses offsets):
-    the batch falls back to `on conflict do nothing` inside the same transaction."""
+def test_dead_letters_at_reused_offsets_are_all_kept(platform):
+    """A recreated topic's log starts again at offset 0: its rejects at offsets the old
+    log's rejects had are new messages, kept beside the old rows (a key on (topic,
+    partition, offset) dropped them), and the commit's transaction goes on."""
     from antenna_platform.stream import sinks
 
     recv = datetime(2026, 1, 1)
@@ -319,13 +321,48 @@ def test_dead_letters_with_a_taken_key_keep_the_first_row_and_the_transaction(pl
             conn.execute("insert into lake_hours (hour, version) values (%s, 1)", (recv,))
         rows = conn.execute(
             'select partition, "offset", payload, reason from dead_letter where topic = %s '
-            'order by "offset"',
+            'order by "offset", reason',
             ("t",),
         ).fetchall()
         hours = conn.execute("select count(*) from lake_hours where hour = %s", (recv,)).fetchone()
     assert rows == [
         (0, 1, b"a", "r"),
         (0, 2, b"it's; drop table x", "r"),
+        (0, 2, b"again", "r2"),
         (0, 3, None, "empty message"),
     ]
     assert hours == (1,)
+
+
+def test_provision_drops_the_old_dead_letter_key_and_keeps_the_rows(platform):
+    """A database provisioned before the key was dropped: `provision` drops it (rows
+    kept) and adds the BRIN index on received_at; running it again changes nothing."""
+    recv = datetime(2026, 1, 1)
+    with connect(platform, autocommit=True) as conn:
+        conn.execute("drop table dead_letter")
+        conn.execute(
+            "create table dead_letter (topic text not null, partition integer not null, "
+            '"offset" bigint not null, payload bytea, reason text not null, '
+            "received_at timestamp not null default (now() at time zone 'utc'), "
+            'primary key (topic, partition, "offset"))'
+        )
+        conn.execute(
+            'insert into dead_letter (topic, partition, "offset", payload, reason, received_at) '
+            "values ('t', 0, 7, 'x', 'r', %s)",
+            (recv,),
+        )
+    for _ in range(2):
+        provision(platform)
+        with connect(platform) as conn:
+            keys = conn.execute(
+                "select count(*) from pg_constraint where conrelid = 'dead_letter'::regclass "
+                "and contype in ('p', 'u')"
+            ).fetchone()
+            indexes = conn.execute(
+                "select indexname, indexdef from pg_indexes where tablename = 'dead_letter'"
+            ).fetchall()
+            rows = conn.execute('select topic, partition, "offset" from dead_letter').fetchall()
+        assert keys == (0,)
+        assert [name for name, _ in indexes] == ["dead_letter_received_at"]
+        assert "using brin (received_at)" in indexes[0][1].lower()
+        assert rows == [("t", 0, 7)]

@@ -153,8 +153,9 @@ def test_broker_restart_reconnects_and_goes_on_with_new_data(make_platform, tmp_
     services.start_broker(settings)
     try:
         services.ensure_topic(settings)
-        everything = make_payloads(40_000, seed=61, bad_ratio=0.0)  # no rejects: dead
-        # letters are keyed by (topic, partition, offset), which a new log reuses
+        # rejects in both loads: the new log reuses the old one's offsets, and its
+        # rejects must be kept beside the old ones
+        everything = make_payloads(40_000, seed=61, bad_ratio=0.05)
         first, second = everything[:30_000], everything[30_000:]
         produce(settings, first)
         # idle limit: longer than the checks of the first load and the broker's restart
@@ -182,6 +183,12 @@ def test_broker_restart_reconnects_and_goes_on_with_new_data(make_platform, tmp_
         assert lake_rows[event] >= n, f"an event of the first load went missing: {event}"
     missing = Counter(events_of(second)) - lake_rows
     assert not missing, f"{sum(missing.values())} events of the second load are not in the lake"
+    with connect(settings) as conn:
+        dead = Counter(p or b"" for (p,) in conn.execute("select payload from dead_letter"))
+    rejects = Counter(p or b"" for p, ok in everything if not ok)
+    assert sum(rejects.values()) > 1_000
+    lost = rejects - dead
+    assert not lost, f"{sum(lost.values())} rejects of the two loads are not in dead_letter"
 
 
 def events_of(payloads) -> list[tuple]:
