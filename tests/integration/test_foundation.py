@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from collections import Counter
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
+from psycopg import sql
 
 from antenna_platform import contract, services, simulator
 from antenna_platform.config import load_settings
@@ -48,6 +50,48 @@ def test_provision_twice_keeps_twenty_users_and_operator_edits(platform):
         k: v for k, v in expected.items() if k != "fede"
     }
     assert {"user_metadata", "bytes", "bytes_hourly", "user_quota_limit"} <= tables
+
+
+def test_provision_of_a_current_schema_does_not_wait_for_the_streams_writes(platform):
+    """A stream commit holds row-exclusive locks on its tables while it runs. `provision`
+    of a database whose schema is current (the `user_metadata` asset materialized beside a
+    running stream) must not queue behind them: it would hold up the next commits, and
+    deadlock with a commit that holds one table and wants another."""
+    tables = (
+        "bytes",
+        "dead_letter",
+        "lake_files",
+        "lake_hours",
+        "stream_offsets",
+        "partition_claims",
+        "user_metadata",
+    )
+    done, errors = threading.Event(), []
+
+    def run() -> None:
+        try:
+            provision(platform)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            done.set()
+
+    holder = connect(platform)
+    try:
+        holder.execute(
+            sql.SQL("lock table {} in row exclusive mode").format(
+                sql.SQL(", ").join(map(sql.Identifier, tables))
+            )
+        )
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        finished = done.wait(60)  # generous: the guarded provision takes milliseconds
+    finally:
+        holder.rollback()  # releases the locks: a provision that waited now goes on
+        holder.close()
+    worker.join(60)
+    assert finished, "provision waited for the locks of a transaction writing the tables"
+    assert not errors, errors
 
 
 def test_up_twice_is_a_noop_and_down_stops_both(tmp_path):
