@@ -115,7 +115,7 @@ DDL: tuple[str, ...] = (
     # and stored offsets, checked in the same transaction) covers its offset, as every
     # `bytes` delta is. A (topic, partition, offset) key cost two-thirds of a reject's
     # Postgres CPU and dropped the rejects of a recreated topic, whose log reuses offsets
-    # (README "Dead letters"). BRIN: rows arrive in time order, readers ask for recent hours.
+    # (README "Tables"). BRIN: rows arrive in time order, readers ask for recent hours.
     "alter table dead_letter drop constraint if exists dead_letter_pkey",
     "create index if not exists dead_letter_received_at on dead_letter using brin (received_at)",
     """
@@ -227,33 +227,47 @@ def create_tables(conn: psycopg.Connection) -> None:
             conn.execute(stmt)
 
 
-_CREATE = re.compile(r"create (?:table|index) if not exists (\w+)", re.I)
-_ADD_COLUMN = re.compile(r"alter table (\w+) add column if not exists (\w+)", re.I)
-_DROP_CONSTRAINT = re.compile(r"alter table (\w+) drop constraint if exists (\w+)", re.I)
+# The forms of `DDL`'s statements, and the catalog query (no table locks) that says
+# whether one is already applied: when the query returns the given value.
+_CATALOG_CHECKS: tuple[tuple[re.Pattern[str], str, bool], ...] = (
+    (
+        re.compile(r"create (?:table|index) if not exists (\w+)", re.I),
+        "select to_regclass(%s) is not null",
+        True,
+    ),
+    (
+        re.compile(r"alter table (\w+) add column if not exists (\w+)", re.I),
+        "select exists (select 1 from pg_attribute where attrelid = to_regclass(%s) "
+        "and attname = %s and not attisdropped)",
+        True,
+    ),
+    (
+        re.compile(r"alter table (\w+) drop constraint if exists (\w+)", re.I),
+        "select exists (select 1 from pg_constraint where conrelid = to_regclass(%s) "
+        "and conname = %s)",
+        False,
+    ),
+)
+
+
+def catalog_check(stmt: str) -> tuple[str, tuple[str, ...], bool] | None:
+    """(query, its parameters, the answer that means applied) for a statement of one of
+    `DDL`'s forms; None for another form."""
+    text = " ".join(stmt.split())
+    for pattern, query, applied in _CATALOG_CHECKS:
+        if m := pattern.match(text):
+            return query, m.groups(), applied
+    return None
 
 
 def ddl_applied(conn: psycopg.Connection, stmt: str) -> bool:
-    """Whether the catalog already shows what `stmt` (one of `DDL`'s forms) would do;
-    False for a statement of another form (it runs)."""
-    text = " ".join(stmt.split())
-    if m := _CREATE.match(text):
-        found = conn.execute("select to_regclass(%s) is not null", (m[1],)).fetchone()
-        return bool(found[0])
-    if m := _ADD_COLUMN.match(text):
-        found = conn.execute(
-            "select exists (select 1 from pg_attribute where attrelid = to_regclass(%s) "
-            "and attname = %s and not attisdropped)",
-            (m[1], m[2]),
-        ).fetchone()
-        return bool(found[0])
-    if m := _DROP_CONSTRAINT.match(text):
-        found = conn.execute(
-            "select exists (select 1 from pg_constraint where conrelid = to_regclass(%s) "
-            "and conname = %s)",
-            (m[1], m[2]),
-        ).fetchone()
-        return not found[0]
-    return False
+    """Whether the catalog already shows what `stmt` would do (False for a statement of
+    another form than `DDL`'s: it runs)."""
+    check = catalog_check(stmt)
+    if check is None:
+        return False
+    query, params, applied = check
+    return conn.execute(query, params).fetchone()[0] is applied
 
 
 def seed_users(conn: psycopg.Connection) -> int:

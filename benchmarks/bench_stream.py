@@ -576,8 +576,9 @@ def bench_flood(base_env, lake_root, n_good: int, n_bad: int, repeats: int = 3) 
             floor = raw_kafka_python(settings, len(mixed), fast_decode=True, json=False)
         raw.append(floor * share)
     c, f, g = statistics.median(clean), statistics.median(flooded), statistics.median(raw)
-    runs = ", ".join(f"{a:,.0f}/{b:,.0f} x{a / b:.2f}" for a, b in zip(clean, flooded, strict=True))
-    per_run = statistics.median(a / b for a, b in zip(clean, flooded, strict=True))
+    pairs = list(zip(clean, flooded, strict=True))
+    runs = ", ".join(f"{a:,.0f}/{b:,.0f} x{a / b:.2f}" for a, b in pairs)
+    per_run = statistics.median(a / b for a, b in pairs)
     print(
         f"  flood: {n_good:,} good events alone {c:,.0f} good/s; with {n_bad:,} bad mixed in "
         f"{f:,.0f} good/s (x{c / f:.2f} slower: medians of {repeats} runs; the runs' own "

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from antenna_platform.warehouse import _ADD_COLUMN, _CREATE, _DROP_CONSTRAINT, DDL
+from antenna_platform.warehouse import DDL, catalog_check
 
 
 @pytest.mark.parametrize("stmt", DDL, ids=lambda s: " ".join(s.split())[:60])
 def test_every_ddl_statement_has_a_form_the_catalog_check_knows(stmt):
-    text = " ".join(stmt.split())
-    assert _CREATE.match(text) or _ADD_COLUMN.match(text) or _DROP_CONSTRAINT.match(text)
+    check = catalog_check(stmt)
+    assert check is not None
+    query, params, _ = check
+    assert query.count("%s") == len(params) and all(params)
