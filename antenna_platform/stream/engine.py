@@ -73,7 +73,7 @@ MAX_RECORDS_PER_EVENT_SLOT = 4
 # for at most the room left (the limit is on valid events, and a poll cannot tell them
 # from rejects before parsing): under a 1:1 flood each poll brings half the room's worth
 # of valid events, so polls halved to the last event, 13 of them a batch of 10,000 events,
-# each paying a poll's and a parse's fixed cost. Now 3 at most; clean traffic: 1, as before.
+# each paying a poll's and a parse's fixed cost. Now 3 or 4; clean traffic: 1, as before.
 FULL_WITHIN = 8
 
 # a loop turn this much longer than a poll means the process was stopped (SIGSTOP, a VM
