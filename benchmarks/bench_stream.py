@@ -450,7 +450,7 @@ def _columnar_path(batches, users: set[str], now: int) -> int:
             c = columnar.concat_chunks(cs)
             columnar.window_totals(c.table, p, agg.committed.get(p), 86_400, totals=totals)
             columnar.unknown_by_hour(c.table, known)
-            columnar.rejects_by_hour(c.dead_hours)
+            columnar.rejects_by_hour(c.dead)
             columnar.split_by_hour(c.table)
             valid += c.valid
         agg.commit(totals)

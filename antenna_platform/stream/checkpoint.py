@@ -38,14 +38,14 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import chain
 from pathlib import Path
 
 import psycopg
 import pyarrow as pa
 
 from antenna_platform import lake
-from antenna_platform.stream import columnar, sinks
+from antenna_platform.stream import columnar, dead_letters, sinks
+from antenna_platform.stream.dead_letters import DeadLetters
 from antenna_platform.stream.microbatch import MicroBatch
 from antenna_platform.stream.ownership import PartitionState, with_offsets
 from antenna_platform.stream.records import as_block
@@ -88,7 +88,7 @@ class CommitSnapshot:
     group: str
     topic: str
     parts: tuple[PartitionCommit, ...]
-    dead: tuple[sinks.DeadLetter, ...]
+    dead: DeadLetters  # the rejects, as columns
     bytes_rows: tuple[tuple[int, str, str, int], ...]
     late: Mapping[int, int]  # hour -> late events
     unknown: Mapping[int, int]  # hour -> events of devices not in user_metadata
@@ -219,17 +219,16 @@ class Checkpoint:
             )
             for p, chunk in chunks.items()
         )
+        dead = dead_letters.concat([c.dead for c in chunks.values()])
         return CommitSnapshot(
             self.group,
             self.topic,
             parts,
-            tuple(chain.from_iterable(c.dead for c in chunks.values())),
+            dead,
             tuple(totals.sorted_rows()),
             dict(totals.late_by_hour),
             dict(unknown),
-            dict(
-                columnar.rejects_by_hour(chain.from_iterable(c.dead_hours for c in chunks.values()))
-            ),
+            dict(columnar.rejects_by_hour(dead)),
             live_topic_id,
         )
 

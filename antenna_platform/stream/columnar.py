@@ -1,17 +1,18 @@
 """The stream's hot path as columns: one partition's polled records -> an Arrow table.
 
-Why: parsing into per-event Python objects (`contract.parse`, `Event` tuples, window keys,
-Parquet rows) costs several microseconds per event. Here the per-record Python work is
-`orjson.loads` and a C-level pick of the five fields, for the values the decoder found
-shaped like `{...}` (`shapes`); the others are mostly rejected without decoding, their
-reasons and dead-letter tuples taken from the decoder's codes at once (a flood of
-garbage costs no Python step per reject beyond its tuple). The contract's rules then run as
-Arrow kernels over whole columns (times, bytes) or once per distinct value through the
-contract's own functions (`as_uuid`, `app_problem`: a network has few devices, antennas
-and apps). Only the records this fast path does not accept go through `contract.parse`
-(or `contract.reject_undecodable` when orjson has already refused them), so every reject
-gets exactly its reason and every accepted event is exactly what `contract.parse` returns
-(ISO times, whole floats, upper-case ids, JSON whitespace first: all decided there).
+Why: parsing into per-event Python objects (`contract.parse`, `Event` tuples, window
+keys, Parquet rows) costs several microseconds per event. Here the per-record Python
+work is `orjson.loads` and a C-level pick of the five fields, for the values the decoder
+found shaped like `{...}` (`shapes`); the others are mostly rejected without decoding,
+their reasons and dead letters taken from the decoder's codes at once, as columns
+(`dead_letters`: a flood of garbage costs no Python object per reject but its payload).
+The contract's rules then run as Arrow kernels over whole columns (times, bytes) or once
+per distinct value through the contract's own functions (`as_uuid`, `app_problem`: a
+network has few devices, antennas and apps). Only the records this fast path does not
+accept go through `contract.parse` (or `contract.reject_undecodable` when orjson has
+already refused them), so every reject gets exactly its reason and every accepted event
+is exactly what `contract.parse` returns (ISO times, whole floats, upper-case ids, JSON
+whitespace first: all decided there).
 
 Why orjson and not pyarrow's JSON reader over the joined values (faster on clean values):
 the reader fails a whole block on one odd value (a string where a number was, a duplicate
@@ -36,7 +37,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from itertools import repeat
 from typing import Any
 
@@ -57,13 +57,11 @@ from antenna_platform.contract import (
     reject_undecodable,
 )
 from antenna_platform.lake import SCHEMA
+from antenna_platform.stream.dead_letters import DeadLetters
+from antenna_platform.stream.dead_letters import concat as concat_dead
 from antenna_platform.stream.records import RecordBlock, as_block
-from antenna_platform.stream.shapes import DECODE, REASON_ARRAY, SHAPED, classify_values
+from antenna_platform.stream.shapes import DECODE, REASONS, SHAPED, classify_values
 from antenna_platform.stream.windows import ANTENNA, APP, USER, WINDOW_S, BatchTotals
-
-# A rejected message: (partition, offset, payload, reason, received_at as naive UTC), the
-# same plain tuple as `sinks.DeadLetter` (what `insert_dead_letters` takes).
-DeadLetter = tuple[int, int, bytes | None, str, datetime]
 
 MAX_TS_SECONDS = 100_000_000_000  # above this the contract says "looks like milliseconds"
 _TS_TYPE = SCHEMA.field("timestamp").type
@@ -75,16 +73,15 @@ class ParsedChunk:
     """Records `[first_offset, next_offset)` of one partition, parsed.
 
     `table` holds the valid events in offset order with exactly the lake's columns and
-    types (`lake.SCHEMA`); `dead` the rejects in offset order; `dead_hours[i]` is the UTC
-    hour (epoch s) of `dead[i]`'s Kafka record time (the hour its reject is counted in).
+    types (`lake.SCHEMA`); `dead` the rejects in offset order, as columns, each counted
+    in the UTC hour of its Kafka record time (`dead.hours`).
     """
 
     partition: int
     first_offset: int
     next_offset: int
     table: pa.Table
-    dead: list[DeadLetter]
-    dead_hours: list[int]
+    dead: DeadLetters
 
     @property
     def valid(self) -> int:
@@ -93,6 +90,11 @@ class ParsedChunk:
     @property
     def records(self) -> int:
         return self.table.num_rows + len(self.dead)
+
+    @property
+    def dead_hours(self) -> list[int]:
+        """The hour (epoch s) each reject counts in, in the order of `dead`."""
+        return self.dead.hours.tolist()
 
 
 def concat_chunks(chunks: Sequence[ParsedChunk]) -> ParsedChunk:
@@ -113,8 +115,7 @@ def concat_chunks(chunks: Sequence[ParsedChunk]) -> ParsedChunk:
         first.first_offset,
         chunks[-1].next_offset,
         pa.concat_tables([c.table for c in chunks]),
-        [d for c in chunks for d in c.dead],
-        [h for c in chunks for h in c.dead_hours],
+        concat_dead([c.dead for c in chunks]),
     )
 
 
@@ -200,35 +201,34 @@ def parse_chunk(
     else:
         table, undecided, undecodable = SCHEMA.empty_table(), [], set()
     if not undecided and others is None:
-        return ParsedChunk(partition, first_offset, next_offset, table, [], [])
+        return ParsedChunk(partition, first_offset, next_offset, table, DeadLetters.empty())
 
-    received = datetime.fromtimestamp(int(now), UTC).replace(tzinfo=None)
-    now_hour = int(now) // 3600 * 3600
+    received = int(now)
+    now_hour = received // 3600 * 3600
     stamps = _stamps_array(timestamps_ms)
-    dead: list[DeadLetter] = []
-    dead_hours: list[int] = []
+    dead = DeadLetters.empty()
     if others is not None:  # garbage, mostly: rejected without decoding, all at once
         o_codes = codes[others]
         to_decode = o_codes == DECODE
         if to_decode.any():  # led by JSON whitespace: the contract decodes these below
             undecided = sorted(undecided + others[to_decode].tolist())
             others, o_codes = others[~to_decode], o_codes[~to_decode]
-        o_stamps = stamps[others]
-        dead = list(
-            zip(
-                repeat(partition),
-                offs_np[others].tolist(),
-                map(values.__getitem__, others.tolist()),
-                REASON_ARRAY[o_codes].tolist(),
-                repeat(received),
-            )
+        used, ids = np.unique(o_codes, return_inverse=True)
+        dead = DeadLetters.of(
+            partition,
+            offs_np[others],
+            list(map(values.__getitem__, others.tolist())),
+            ids,
+            [REASONS[c] for c in used.tolist()],
+            received,
+            _reject_hours(stamps[others], now_hour),
         )
-        dead_hours = _reject_hours(o_stamps, now_hour)
 
     # the per-row contract decides the rest: every reject gets its exact reason
     more_events: list[Event] = []
     more_offsets: list[int] = []
-    more_dead: list[DeadLetter] = []
+    more_dead: list[bytes | None] = []
+    more_reasons: list[str] = []
     more_dead_at: list[int] = []  # the record index of each of more_dead
     for i in undecided:
         value = values[i]
@@ -237,19 +237,31 @@ def parse_chunk(
             more_events.append(res)
             more_offsets.append(int(offs_np[i]))
         else:
-            more_dead.append((partition, int(offs_np[i]), value, res[0], received))
+            more_dead.append(value)
+            more_reasons.append(res[0])
             more_dead_at.append(i)
     if more_dead:
-        dead += more_dead
-        dead_hours += _reject_hours(stamps[more_dead_at], now_hour)
-        if len(dead) > len(more_dead):  # both kinds: back into offset order
-            order = sorted(range(len(dead)), key=[d[1] for d in dead].__getitem__)
-            dead = [dead[k] for k in order]
-            dead_hours = [dead_hours[k] for k in order]
+        names = list(dict.fromkeys(more_reasons))
+        ids = list(map({r: k for k, r in enumerate(names)}.__getitem__, more_reasons))
+        at = np.array(more_dead_at, dtype=np.int64)
+        more = DeadLetters.of(
+            partition,
+            offs_np[at],
+            more_dead,
+            ids,
+            names,
+            received,
+            _reject_hours(stamps[at], now_hour),
+        )
+        if len(dead):  # both kinds: back into offset order
+            dead = concat_dead([dead, more])
+            dead = dead.take(np.argsort(dead.offsets, kind="stable"))
+        else:
+            dead = more
     if more_events:
         extra = events_table(more_events, partition, more_offsets)
         table = pa.concat_tables([table, extra]).sort_by("kafka_offset")
-    return ParsedChunk(partition, first_offset, next_offset, table, dead, dead_hours)
+    return ParsedChunk(partition, first_offset, next_offset, table, dead)
 
 
 def _stamps_array(timestamps_ms: Sequence[int | None] | np.ndarray) -> np.ndarray:
@@ -259,10 +271,10 @@ def _stamps_array(timestamps_ms: Sequence[int | None] | np.ndarray) -> np.ndarra
     return np.array([-1 if t is None else t for t in timestamps_ms], dtype=np.int64)
 
 
-def _reject_hours(stamps_ms: np.ndarray, now_hour: int) -> list[int]:
+def _reject_hours(stamps_ms: np.ndarray, now_hour: int) -> np.ndarray:
     """The UTC hour (epoch s) each reject counts in: its Kafka record time's, or `now`'s
     when the record has none (-1: `_stamps_array`)."""
-    return np.where(stamps_ms > 0, stamps_ms // 3_600_000 * 3600, now_hour).tolist()
+    return np.where(stamps_ms > 0, stamps_ms // 3_600_000 * 3600, now_hour)
 
 
 def _fast_path(
@@ -525,9 +537,9 @@ def unknown_by_hour(table: pa.Table, users: Iterable[str] | pa.Array | None) -> 
     return _counts(pc.subtract(ts, pc.modulo(ts, 3600)))
 
 
-def rejects_by_hour(dead_hours: Iterable[int]) -> Counter[int]:
-    """Rejects per hour of their Kafka record time (`ParsedChunk.dead_hours`)."""
-    return Counter(dead_hours)
+def rejects_by_hour(dead: DeadLetters) -> Counter[int]:
+    """Rejects per hour of their Kafka record time (`DeadLetters.hours`)."""
+    return dead.by_hour()
 
 
 def split_by_hour(table: pa.Table) -> list[tuple[int, pa.Table]]:

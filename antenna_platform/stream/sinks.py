@@ -12,15 +12,15 @@ Two fences guard every transaction that writes for a partition:
 
 from __future__ import annotations
 
-import struct
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import psycopg
 
 from antenna_platform.lake import LakeFile
+from antenna_platform.stream.dead_letters import COPY_COLUMNS, DeadLetter, DeadLetters, encode_copy
 
 
 class FencedError(RuntimeError):
@@ -36,11 +36,6 @@ class StoredClaim:
     owner: str  # the worker that holds it (host/pid/uuid)
     released: bool  # given up on a clean stop: anyone may claim it
     lease_age_s: float  # seconds since its holder last proved it was alive
-
-
-# A rejected message: (partition, offset, payload, reason, received_at as naive UTC). A
-# plain tuple: a flood of them must be cheap to build.
-DeadLetter = tuple[int, int, bytes | None, str, datetime]
 
 
 @dataclass(frozen=True)
@@ -206,73 +201,32 @@ def upsert_bytes(conn: psycopg.Connection, rows: Sequence[tuple[int, str, str, i
 
 
 _COPY_DEAD = (
-    'copy dead_letter (topic, partition, "offset", payload, reason, received_at) '
+    f"copy dead_letter ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in COPY_COLUMNS)}) "
     "from stdin (format binary)"
 )
 
 
-def insert_dead_letters(conn: psycopg.Connection, topic: str, rows: Sequence[DeadLetter]) -> None:
+def insert_dead_letters(
+    conn: psycopg.Connection, topic: str, rows: DeadLetters | Sequence[DeadLetter]
+) -> None:
     """Binary COPY straight into `dead_letter`: a flood of garbage costs one round trip per
-    batch and little CPU.
+    batch and little CPU (`dead_letters.encode_copy`).
 
     Written once because the commit's fence (`check_claims`, `fence`, same transaction)
     admits each offset once, as it does every `bytes` delta; the table has no key to
     check it again (see `warehouse`), so the rejects of a recreated topic, whose log
     starts again at offset 0, are kept beside the old topic's.
     """
-    if not rows:
+    if not len(rows):
         return
     with conn.cursor() as cur, cur.copy(_COPY_DEAD) as copy:
         copy.write(encode_dead_letters(topic, rows))
 
 
-# PostgreSQL's binary COPY format: a signature, then per row a field count and each
-# field as a length (-1 for NULL) and its bytes in network order, then -1 as the end
-_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # + flags, header extension length
-_COPY_TRAILER = b"\xff\xff"
-_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC).replace(tzinfo=None)  # binary timestamps count from it
-_MICROSECOND = timedelta(microseconds=1)
-_LENGTH = struct.Struct(">i")
-_TIMESTAMP = struct.Struct(">iq")
-
-
-def encode_dead_letters(topic: str, rows: Sequence[DeadLetter]) -> bytes:
-    """The rows as one binary COPY stream for (topic, partition, "offset", payload,
-    reason, received_at), signature and trailer included.
-
-    Why not psycopg's `write_row`: its dumper for bytea runs in Python and a flood of
-    garbage pays it on every reject. Here a row is one struct pack (field count, topic,
-    partition, offset, payload length), its payload, and the encoded reason and receive
-    time (a handful of each per batch, encoded once). A text with a NUL character is
-    refused, as PostgreSQL would refuse it.
-    """
-    topic_b = _text(topic)
-    row = struct.Struct(f">hi{len(topic_b)}siiiqi").pack
-    size = len(topic_b)
-    tails: dict[str, tuple[datetime, bytes]] = {}  # reason -> (received_at, their bytes)
-    parts = [_COPY_SIGNATURE]
-    add = parts.extend
-    for partition, offset, payload, reason, received_at in rows:
-        tail = tails.get(reason)
-        if tail is None or tail[0] != received_at:
-            reason_b = _text(reason)
-            micros = (received_at - _PG_EPOCH) // _MICROSECOND
-            tail = tails[reason] = (
-                received_at,
-                _LENGTH.pack(len(reason_b)) + reason_b + _TIMESTAMP.pack(8, micros),
-            )
-        if payload is None:
-            add((row(6, size, topic_b, 4, partition, 8, offset, -1), tail[1]))
-        else:
-            add((row(6, size, topic_b, 4, partition, 8, offset, len(payload)), payload, tail[1]))
-    parts.append(_COPY_TRAILER)
-    return b"".join(parts)
-
-
-def _text(value: str) -> bytes:
-    if "\x00" in value:
-        raise ValueError("PostgreSQL text cannot contain NUL (0x00) characters")
-    return value.encode("utf-8")
+def encode_dead_letters(topic: str, rows: DeadLetters | Sequence[DeadLetter]) -> bytes:
+    """The binary COPY stream `insert_dead_letters` sends (columns `COPY_COLUMNS`)."""
+    dead = rows if isinstance(rows, DeadLetters) else DeadLetters.from_rows(rows)
+    return encode_copy(topic, dead)
 
 
 def bump_hours(

@@ -15,6 +15,7 @@ import pytest
 from antenna_platform.contract import MAX_MESSAGE_BYTES, Event, parse
 from antenna_platform.lake import SCHEMA
 from antenna_platform.stream import columnar
+from antenna_platform.stream.dead_letters import DeadLetters
 from antenna_platform.stream.windows import ANTENNA, APP, USER
 
 NOW = 1_790_000_000  # 2026-09-21T14:13:20Z
@@ -57,7 +58,7 @@ def test_course_message_becomes_one_lake_row_with_the_lake_schema():
         }
     ]
     assert (out.first_offset, out.next_offset, out.valid, out.records) == (41, 42, 1, 1)
-    assert out.dead == [] and out.dead_hours == []
+    assert out.dead.rows() == [] and out.dead_hours == []
 
 
 def test_rejects_keep_their_offset_payload_reason_and_record_hour():
@@ -67,7 +68,7 @@ def test_rejects_keep_their_offset_payload_reason_and_record_hour():
     out = chunk(values, partition=3, first=10, ts_ms=stamps)
     assert out.table.column("kafka_offset").to_pylist() == [10, 16]
     assert out.table.column("bytes").to_pylist() == [1, 2]
-    assert out.dead == [
+    assert out.dead.rows() == [
         (3, 11, b"[1]", "not a JSON object", RECEIVED),
         (3, 12, b"\xff", "not valid UTF-8", RECEIVED),
         (3, 13, None, "empty message", RECEIVED),
@@ -112,7 +113,7 @@ def test_events_the_fast_path_leaves_to_the_contract_are_kept_in_offset_order():
         Event(TS, DEV, ANT, 8, "Üñí €😀"),
     ]
     assert out.table.column("kafka_offset").to_pylist() == list(range(100, 109))
-    assert out.dead == []
+    assert out.dead.rows() == []
 
 
 HOSTILE = [
@@ -170,10 +171,10 @@ def test_every_hostile_payload_gets_the_contracts_own_reason():
         else:
             expected_dead.append((0, 100 + i, v, res.reason, RECEIVED))
     assert len(expected_dead) == len(HOSTILE)  # each hostile payload is a reject
-    assert out.dead == expected_dead
+    assert out.dead.rows() == expected_dead
     offsets = out.table.column("kafka_offset").to_pylist()
     assert list(zip(offsets, columnar.table_events(out.table), strict=True)) == expected_events
-    reasons = {d[3] for d in out.dead}
+    reasons = {d[3] for d in out.dead.rows()}
     assert "message larger than 1000000 bytes" in reasons
     assert "bytes: expected a non-negative integer" in reasons  # 1.5 and True
 
@@ -196,7 +197,7 @@ def test_parse_records_reads_kafka_python_records():
     ]
     out = columnar.parse_records(1, recs, now=NOW)
     assert out.table.column("kafka_offset").to_pylist() == [7]
-    assert out.dead == [(1, 9, b"x", "not a JSON object", RECEIVED)]
+    assert out.dead.rows() == [(1, 9, b"x", "not a JSON object", RECEIVED)]
     assert out.dead_hours == [HOUR - 7200]
     assert (out.first_offset, out.next_offset) == (7, 10)
 
@@ -207,7 +208,7 @@ def test_concat_keeps_each_offset_once():
     both = columnar.concat_chunks([a, b])
     assert (both.first_offset, both.next_offset, both.records) == (100, 112, 12)
     assert both.table.column("kafka_offset").to_pylist() == [101, 103, 105, 107, 109, 110]
-    assert [d[1] for d in both.dead] == [100, 102, 104, 106, 108, 111]
+    assert [d[1] for d in both.dead.rows()] == [100, 102, 104, 106, 108, 111]
     with pytest.raises(ValueError, match="does not follow"):
         columnar.concat_chunks([b, a])
 
@@ -296,7 +297,10 @@ def test_unknown_ids_and_rejects_per_hour():
     assert columnar.unknown_by_hour(t, None) == {}
     assert columnar.unknown_by_hour(t, {"d1"}) == {h: 1, h - 7200: 1}
     assert columnar.unknown_by_hour(t, pa.array(["d1", "d2"])) == {}
-    assert columnar.rejects_by_hour([h, h, h - 3600]) == {h: 2, h - 3600: 1}
+    rows = [(0, o, b"x", "r", datetime(2026, 1, 1)) for o in range(3)]
+    dead = DeadLetters.from_rows(rows, hours=[h, h, h - 3600])
+    assert columnar.rejects_by_hour(dead) == {h: 2, h - 3600: 1}
+    assert columnar.rejects_by_hour(DeadLetters.empty()) == {}
 
 
 def test_split_by_hour_keeps_offset_order_within_each_hour():

@@ -36,7 +36,7 @@ def test_events_and_rejects_are_split_in_offset_order():
     assert pb.table.column("kafka_partition").to_pylist() == [2, 2]
     assert pb.table.column("bytes").to_pylist() == [5, 7]
     assert pb.table.column("id").to_pylist() == [DEV, DEV]
-    assert [(d[0], d[1], d[2], d[3]) for d in pb.dead] == [
+    assert [(d[0], d[1], d[2], d[3]) for d in pb.dead.rows()] == [
         (2, 11, b"[1]", "not a JSON object"),
         (2, 13, b"\xff", "not valid UTF-8"),
         (2, 14, None, "empty message"),
