@@ -200,10 +200,8 @@ def upsert_bytes(conn: psycopg.Connection, rows: Sequence[tuple[int, str, str, i
         )
 
 
-_COPY_DEAD = (
-    f"copy dead_letter ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in COPY_COLUMNS)}) "
-    "from stdin (format binary)"
-)
+_DEAD_COLUMNS = ", ".join(f'"{c}"' for c in COPY_COLUMNS)
+_COPY_DEAD = f"copy dead_letter ({_DEAD_COLUMNS}) from stdin (format binary)"
 
 
 def insert_dead_letters(
