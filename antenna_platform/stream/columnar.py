@@ -57,7 +57,7 @@ from antenna_platform.contract import (
     reject_undecodable,
 )
 from antenna_platform.lake import SCHEMA
-from antenna_platform.stream.dead_letters import DeadLetters
+from antenna_platform.stream.dead_letters import DeadLetters, reason_ids
 from antenna_platform.stream.dead_letters import concat as concat_dead
 from antenna_platform.stream.records import RecordBlock, as_block
 from antenna_platform.stream.shapes import DECODE, REASONS, SHAPED, classify_values
@@ -241,8 +241,7 @@ def parse_chunk(
             more_reasons.append(res[0])
             more_dead_at.append(i)
     if more_dead:
-        names = list(dict.fromkeys(more_reasons))
-        ids = list(map({r: k for k, r in enumerate(names)}.__getitem__, more_reasons))
+        ids, names = reason_ids(more_reasons)
         at = np.array(more_dead_at, dtype=np.int64)
         more = DeadLetters.of(
             partition,

@@ -103,14 +103,13 @@ class DeadLetters:
         if not rows:
             return _EMPTY
         parts, offs, payloads, reasons, received = zip(*rows, strict=True)
-        names = list(dict.fromkeys(reasons))
-        ids = {r: i for i, r in enumerate(names)}
+        ids, names = reason_ids(reasons)
         return cls(
             np.array(parts, dtype=np.int32),
             np.array(offs, dtype=np.int64),
             list(payloads),
-            np.array([ids[r] for r in reasons], dtype=np.int32),
-            tuple(names),
+            ids,
+            names,
             np.array([(t - _EPOCH) // _MICROSECOND for t in received], dtype=np.int64),
             np.zeros(len(rows), np.int64) if hours is None else np.array(hours, np.int64),
         )
@@ -160,6 +159,13 @@ _EMPTY = DeadLetters(
     np.empty(0, np.int64),
     np.empty(0, np.int64),
 )
+
+
+def reason_ids(reasons: Sequence[str]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Each reason's id (int32) into the distinct reasons, in order of first appearance."""
+    names = dict.fromkeys(reasons)
+    index = {r: i for i, r in enumerate(names)}
+    return np.fromiter(map(index.__getitem__, reasons), np.int32, len(reasons)), tuple(names)
 
 
 def concat(parts: Sequence[DeadLetters]) -> DeadLetters:
@@ -227,7 +233,7 @@ def encode_copy(topic: str, dead: DeadLetters) -> bytes:
     except TypeError:  # None: a NULL payload
         lengths = np.array([-1 if v is None else len(v) for v in payloads], dtype=np.int64)
         payloads = [b"" if v is None else v for v in payloads]
-    if n and int(lengths.max()) > 2**31 - 1:
+    if int(lengths.max()) > 2**31 - 1:
         raise ValueError("a dead letter's payload is larger than PostgreSQL's bytea")
     heads[:, size - 4 :] = _big_endian(lengths, ">i4")
     tails = np.empty(len(dead.reasons), dtype=object)
@@ -253,4 +259,4 @@ def _text(value: str) -> bytes:
     return value.encode("utf-8")
 
 
-__all__ = ["COPY_COLUMNS", "DeadLetter", "DeadLetters", "concat", "encode_copy"]
+__all__ = ["COPY_COLUMNS", "DeadLetter", "DeadLetters", "concat", "encode_copy", "reason_ids"]
