@@ -122,18 +122,16 @@ def broker_end_offsets(
 
 
 def activity(settings: Settings) -> dict[str, Any]:
-    """Rejects and late events of the last hour, lake files, last hour built by the batch."""
+    """Rejects and late events of the hours the stream touched in the last hour (read from
+    `lake_hours`, one row an hour: `dead_letter` has no index to count by time), lake
+    files, last hour built by the batch."""
     from antenna_platform.warehouse import connect  # noqa: PLC0415
 
     with connect(settings) as conn:
-        rejects = conn.execute(
-            "select count(*) from dead_letter "
-            "where received_at > (now() at time zone 'utc') - interval '1 hour'"
-        ).fetchone()[0]
-        late = conn.execute(
-            "select coalesce(sum(late_events), 0) from lake_hours "
+        rejects, late = conn.execute(
+            "select coalesce(sum(rejects), 0), coalesce(sum(late_events), 0) from lake_hours "
             "where updated_at > (now() at time zone 'utc') - interval '1 hour'"
-        ).fetchone()[0]
+        ).fetchone()
         files, rows, size = conn.execute(
             "select count(*), coalesce(sum(rows), 0), coalesce(sum(size_bytes), 0) from lake_files"
         ).fetchone()

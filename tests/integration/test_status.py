@@ -90,3 +90,24 @@ def test_status_json_names_the_services(platform):
     assert data["lake_dir"] == str(platform.lake_dir)
     assert data["services"]["postgres"]["running"] and data["services"]["kafka"]["running"]
     assert data["lake_manifest"] == {"files": 0, "rows": 0, "bytes": 0}
+
+
+def test_activity_counts_rejects_and_late_events_of_the_hours_touched_in_the_last_hour(platform):
+    from antenna_platform import health
+
+    now = datetime.now(UTC).replace(tzinfo=None)
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    with connect(platform) as conn, conn.cursor() as cur:
+        cur.execute("delete from lake_hours")
+        cur.executemany(
+            "insert into lake_hours (hour, late_events, rejects, updated_at) "
+            "values (%s, %s, %s, %s)",
+            [
+                (hour, 2, 5, now),  # touched now
+                (hour - timedelta(hours=1), 1, 4, now - timedelta(minutes=20)),
+                (hour - timedelta(hours=3), 9, 7, now - timedelta(hours=2)),  # long ago
+            ],
+        )
+        conn.commit()
+    got = health.activity(platform)
+    assert (got["rejects_last_hour"], got["late_events_last_hour"]) == (9, 3)

@@ -336,7 +336,8 @@ def test_dead_letters_at_reused_offsets_are_all_kept(platform):
 
 def test_provision_drops_the_old_dead_letter_key_and_keeps_the_rows(platform):
     """A database provisioned before the key was dropped: `provision` drops it (rows
-    kept) and adds the BRIN index on received_at; running it again changes nothing."""
+    kept) and the BRIN index on received_at a later version had; running it again changes
+    nothing."""
     recv = datetime(2026, 1, 1)
     with connect(platform, autocommit=True) as conn:
         conn.execute("drop table dead_letter")
@@ -346,6 +347,7 @@ def test_provision_drops_the_old_dead_letter_key_and_keeps_the_rows(platform):
             "received_at timestamp not null default (now() at time zone 'utc'), "
             'primary key (topic, partition, "offset"))'
         )
+        conn.execute("create index dead_letter_received_at on dead_letter using brin (received_at)")
         conn.execute(
             'insert into dead_letter (topic, partition, "offset", payload, reason, received_at) '
             "values ('t', 0, 7, 'x', 'r', %s)",
@@ -363,6 +365,5 @@ def test_provision_drops_the_old_dead_letter_key_and_keeps_the_rows(platform):
             ).fetchall()
             rows = conn.execute('select topic, partition, "offset" from dead_letter').fetchall()
         assert keys == (0,)
-        assert [name for name, _ in indexes] == ["dead_letter_received_at"]
-        assert "using brin (received_at)" in indexes[0][1].lower()
+        assert indexes == []
         assert rows == [("t", 0, 7)]
