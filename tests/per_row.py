@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from antenna_platform.contract import Event, parse
+from antenna_platform.contract import MIN_TS, Event, parse
 from antenna_platform.stream.sinks import DeadLetter, utc_naive
 
 
@@ -68,8 +68,9 @@ class PerRowBatch:
                 valid += 1
             else:
                 add_dead((partition, r.offset, value, res[0], received))
-                ts = r.timestamp
-                add_hour(ts // 3_600_000 * 3600 if ts and ts > 0 else now_hour)
+                ts = r.timestamp  # the hour of a plausible record time, else of now
+                plausible = ts is not None and MIN_TS * 1000 <= ts <= (int(now) + skew) * 1000
+                add_hour(ts // 3_600_000 * 3600 if plausible else now_hour)
         n = len(records)
         pb.next_offset = records[-1].offset + 1
         self.records += n

@@ -204,7 +204,6 @@ def parse_chunk(
         return ParsedChunk(partition, first_offset, next_offset, table, DeadLetters.empty())
 
     received = int(now)
-    now_hour = received // 3600 * 3600
     stamps = _stamps_array(timestamps_ms)
     dead = DeadLetters.empty()
     if others is not None:  # garbage, mostly: rejected without decoding, all at once
@@ -221,7 +220,7 @@ def parse_chunk(
             ids,
             [REASONS[c] for c in used.tolist()],
             received,
-            _reject_hours(stamps[others], now_hour),
+            _reject_hours(stamps[others], now, max_skew_s),
         )
 
     # the per-row contract decides the rest: every reject gets its exact reason
@@ -250,7 +249,7 @@ def parse_chunk(
             ids,
             names,
             received,
-            _reject_hours(stamps[at], now_hour),
+            _reject_hours(stamps[at], now, max_skew_s),
         )
         if len(dead):  # both kinds: back into offset order
             dead = concat_dead([dead, more])
@@ -270,10 +269,14 @@ def _stamps_array(timestamps_ms: Sequence[int | None] | np.ndarray) -> np.ndarra
     return np.array([-1 if t is None else t for t in timestamps_ms], dtype=np.int64)
 
 
-def _reject_hours(stamps_ms: np.ndarray, now_hour: int) -> np.ndarray:
+def _reject_hours(stamps_ms: np.ndarray, now: float, max_skew_s: int) -> np.ndarray:
     """The UTC hour (epoch s) each reject counts in: its Kafka record time's, or `now`'s
-    when the record has none (-1: `_stamps_array`)."""
-    return np.where(stamps_ms > 0, stamps_ms // 3_600_000 * 3600, now_hour)
+    when the record has none (-1: `_stamps_array`) or one no event could have (before
+    `MIN_TS` or past `now + max_skew_s`, the contract's bounds). Why the bounds: the
+    record time is the producer's to set, and an hour past year 9999 cannot be written
+    to `lake_hours` (a commit that tried would fail on every retry)."""
+    plausible = (stamps_ms >= MIN_TS * 1000) & (stamps_ms <= (math.floor(now) + max_skew_s) * 1000)
+    return np.where(plausible, stamps_ms // 3_600_000 * 3600, int(now) // 3600 * 3600)
 
 
 def _fast_path(

@@ -207,7 +207,7 @@ def _decode_scalar(data: bytes, pos: int, n: int, base: int, first_ts: int) -> R
     """The n records from `pos`, record by record (`base`, `first_ts`: the batch's first
     offset and timestamp, what the deltas add to)."""
     dv = decode_varint
-    offsets: list[int] = []
+    offsets: list[int] = []  # deltas here; the bases are added as int64 below
     stamps: list[int] = []
     values: list[bytes | None] = []
     for _ in range(n):
@@ -227,14 +227,16 @@ def _decode_scalar(data: bytes, pos: int, n: int, base: int, first_ts: int) -> R
             values.append(None)
         if pos > end or length < 0:
             raise ValueError(f"record of {length} bytes overruns itself at {pos}")
-        offsets.append(base + offset_delta)
-        stamps.append(first_ts + ts_delta)
+        offsets.append(offset_delta)
+        stamps.append(ts_delta)
         pos = end
     if pos != len(data):
         raise ValueError(f"{len(data) - pos} unconsumed bytes after all records consumed")
+    # int64 arithmetic, as `_decode_vector`'s: a producer-set time past the int64 range
+    # wraps the same way in both decoders instead of raising here
     return RecordBlock(
-        np.array(offsets, dtype=np.int64),
-        np.array(stamps, dtype=np.int64),
+        np.array(offsets, dtype=np.int64) + np.int64(base),
+        np.array(stamps, dtype=np.int64) + np.int64(first_ts),
         values,
         classify_values(values),
     )

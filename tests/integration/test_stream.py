@@ -302,6 +302,32 @@ def test_open_hour_files_are_merged_when_they_pile_up(platform, monkeypatch):
     assert_exact(platform, payloads)
 
 
+def test_rejects_with_record_times_no_event_could_have_are_committed(platform):
+    """A producer sets a record's time: rejects stamped in year 33658 and in 1970 are
+    committed (their counts in the hour they were read, not in an hour `lake_hours`
+    cannot hold), and the stream goes on past them."""
+    from antenna_platform.stream import sinks
+    from antenna_platform.stream.engine import Hooks, StreamEngine, StreamOptions
+
+    now = int(time.time())
+    event = next(simulator.generate(simulator.SimConfig(events=1, seed=5), now=now - 30))[0]
+    p = Producer({"bootstrap.servers": platform.kafka_bootstrap_servers})
+    wait_for_partitions(p, platform.topic, platform.topic_partitions)
+    for value, stamp_ms in ((b"[1]", 10**15), (b"{nope", 1), (event, (now - 30) * 1000)):
+        p.produce(platform.topic, value=value, partition=0, timestamp=stamp_ms)
+    assert p.flush(30) == 0
+    t0 = int(time.time())
+    stats = StreamEngine(platform, StreamOptions(stop_when_idle_s=3), Hooks()).run()
+    t1 = int(time.time())
+    assert (stats.events, stats.rejects, stats.failures) == (1, 2, 0)
+    read_in = {sinks.utc_naive(t - t % HOUR) for t in (t0, t1)}
+    with connect(platform) as conn:
+        dead = conn.execute('select "offset", reason from dead_letter order by 1').fetchall()
+        hours = conn.execute("select hour, rejects from lake_hours where rejects > 0").fetchall()
+    assert dead == [(0, "not a JSON object"), (1, "not valid JSON")]
+    assert sum(n for _, n in hours) == 2 and {h for h, _ in hours} <= read_in
+
+
 def test_dead_letters_at_reused_offsets_are_all_kept(platform):
     """A recreated topic's log starts again at offset 0: its rejects at offsets the old
     log's rejects had are new messages, kept beside the old rows (a key on (topic,

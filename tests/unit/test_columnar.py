@@ -16,6 +16,7 @@ from antenna_platform.contract import MAX_MESSAGE_BYTES, Event, parse
 from antenna_platform.lake import SCHEMA
 from antenna_platform.stream import columnar
 from antenna_platform.stream.dead_letters import DeadLetters
+from antenna_platform.stream.sinks import utc_naive
 from antenna_platform.stream.windows import ANTENNA, APP, USER
 
 NOW = 1_790_000_000  # 2026-09-21T14:13:20Z
@@ -78,6 +79,25 @@ def test_rejects_keep_their_offset_payload_reason_and_record_hour():
     # the hour of the Kafka record time; the hour of `now` when the record has none
     assert out.dead_hours == [HOUR - 3 * 3600, HOUR, HOUR, HOUR, HOUR]
     assert (out.first_offset, out.next_offset, out.records, out.valid) == (10, 17, 7, 2)
+
+
+def test_a_reject_with_a_record_time_no_event_could_have_counts_in_the_hour_of_now():
+    """The record time is the producer's: one past year 9999 (or the int64 range) would
+    make an hour `lake_hours` cannot hold, and its commit fail on every retry."""
+    stamps = [
+        10**15,  # year 33658
+        2**63 - 1,
+        -(2**63),  # what an int64 time past its range wraps to in the decoders
+        5,  # 1970
+        (946_684_800 - 1) * 1000,  # a second before MIN_TS (2000-01-01)
+        946_684_800 * 1000,  # MIN_TS itself: plausible
+        (NOW + 300) * 1000,  # the skew's edge: plausible
+        (NOW + 301) * 1000,  # past it
+        (NOW - 2 * 3600) * 1000,
+    ]
+    out = chunk([b"[1]"] * len(stamps), ts_ms=stamps)
+    assert out.dead_hours == [HOUR] * 5 + [946_684_800, HOUR, HOUR, HOUR - 2 * 3600]
+    assert [utc_naive(h).minute for h in out.dead_hours] == [0] * len(stamps)
 
 
 def test_events_the_fast_path_leaves_to_the_contract_are_kept_in_offset_order():

@@ -151,6 +151,23 @@ def test_log_append_time_batches_carry_the_brokers_time(path: str) -> None:
     assert seen(FastPartitionRecords, data, 7, []) == seen(Fetcher.PartitionRecords, data, 7, [])
 
 
+@pytest.mark.parametrize("path", DECODERS)
+def test_a_record_time_past_the_int64_range_wraps_in_both_decoders(path: str) -> None:
+    """The batch's first timestamp is the producer's: first + delta can pass 2**63 - 1
+    (kafka-python then gives a Python int). Both decoders give the int64 that wraps to,
+    never an error that would stop the stream; the parser counts such a reject in the
+    hour of now (tests/unit/test_columnar.py)."""
+    data = bytearray(build_batch(0, [(2**62, None, b"x", []), (2**63 - 1, None, b"y", [])]))
+    struct.pack_into(">q", data, 27, 2**62 + 2**61)  # first_timestamp
+    struct.pack_into(">I", data, CRC_AT, calc_crc32c(bytes(data[ATTRS_AT:])))
+    kp = [r.timestamp for r in MemoryRecords(bytes(data)).next_batch()]
+    assert kp == [2**62 + 2**61, 2**62 + 2**61 + 2**63 - 1 - 2**62]
+    with decoder(path):
+        got = decode_batch(MemoryRecords(bytes(data)).next_batch())
+    assert [r.timestamp for r in got] == [kp[0], kp[1] - 2**64]
+    assert [(r.offset, r.value) for r in got] == [(0, b"x"), (1, b"y")]
+
+
 def test_takes_come_as_blocks_of_columns_counted_by_their_records() -> None:
     data = build_batch(0, [(1, b"k", b'{"x": 1}', [("h", b"v")]), (2, None, None, [])])
     (recs, position), _ = seen(FastPartitionRecords, data, 0, [5])
