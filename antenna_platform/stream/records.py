@@ -106,9 +106,14 @@ class RecordBlock:
         kafka-python `ConsumerRecord`)."""
         recs = list(records)
         values = [r.value for r in recs]
+        stamps = [-1 if r.timestamp is None else r.timestamp for r in recs]
+        try:
+            stamp_arr = np.array(stamps, np.int64)
+        except OverflowError:  # kafka-python's first + delta past int64: wrapped, as ours
+            stamp_arr = np.array([(t + 2**63) % 2**64 - 2**63 for t in stamps], np.int64)
         return cls(
             np.array([r.offset for r in recs], dtype=np.int64),
-            np.array([-1 if r.timestamp is None else r.timestamp for r in recs], np.int64),
+            stamp_arr,
             values,
             classify_values(values),
         )

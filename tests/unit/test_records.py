@@ -166,6 +166,9 @@ def test_a_record_time_past_the_int64_range_wraps_in_both_decoders(path: str) ->
         got = decode_batch(MemoryRecords(bytes(data)).next_batch())
     assert [r.timestamp for r in got] == [kp[0], kp[1] - 2**64]
     assert [(r.offset, r.value) for r in got] == [(0, b"x"), (1, b"y")]
+    # kafka-python's own records (what a read_committed consumer decodes) wrap the same way
+    block = records.RecordBlock.of_records(MemoryRecords(bytes(data)).next_batch())
+    assert block.records() == got
 
 
 def test_takes_come_as_blocks_of_columns_counted_by_their_records() -> None:
