@@ -11,8 +11,9 @@ The loop:
   2. polls, and adds the records to the checkpoint (parsed as they arrive);
   3. when the batch is full (`max_batch_events` valid events, or within an eighth of it;
      4 times as many records; GROUP_COMMIT times that while the previous commit still
-     runs), old (`max_batch_s`) or the topic goes quiet, freezes it and hands it to the
-     committer thread, then polls the next batch while that commits;
+     runs; `MAX_BATCH_BYTES` of values), old (`max_batch_s`) or the topic goes quiet,
+     freezes it and hands it to the committer thread, then polls the next batch while
+     that commits;
   4. every few seconds, with nothing in flight: renews its claims (and learns of lost
      ones), compacts closed hours, reports closed hours, rereads user_metadata, checks
      the topic was not recreated.
@@ -68,6 +69,12 @@ GC_THRESHOLDS = (100_000, 50, 100)
 # a batch holds at most max_batch_events valid events and this many times as many records
 # (a flood of rejects adds dead-letter rows, not commits, until this cap)
 MAX_RECORDS_PER_EVENT_SLOT = 4
+
+# a batch whose values add up to this many bytes is full, whatever it counts: a flood of
+# large messages (up to the contract's 1 MB each, rejects kept whole in `dead_letter`)
+# would otherwise fill a batch for `max_batch_s`, hundreds of MB held in memory and sent
+# in one COPY. Clean traffic fills a batch of 40,000 events with about 7 MB.
+MAX_BATCH_BYTES = 64 * 1024 * 1024
 
 # a batch whose room left is below 1/FULL_WITHIN of its limit counts as full. A poll asks
 # for at most the room left (the limit is on valid events, and a poll cannot tell them
@@ -522,6 +529,7 @@ class StreamEngine:
                     n == 0
                     or b.valid >= limit - limit // FULL_WITHIN
                     or b.records >= limit * MAX_RECORDS_PER_EVENT_SLOT
+                    or b.bytes >= MAX_BATCH_BYTES
                     or (o.max_events is not None and st.records + in_hand + n >= o.max_events)
                     or now - b.started >= o.max_batch_s
                 ):

@@ -21,7 +21,8 @@ from antenna_platform.stream.records import RecordBlock, as_block
 class MicroBatch:
     """Parsed records awaiting one commit.
 
-    `valid` counts events (what the batch limit is about), `records` everything held.
+    `valid` counts events (what the batch limit is about), `records` everything held,
+    `bytes` the records' values (what bounds a batch's memory under large messages).
     """
 
     def __init__(self, max_clock_skew_s: int) -> None:
@@ -29,6 +30,7 @@ class MicroBatch:
         self.chunks: dict[int, list[ParsedChunk]] = {}
         self.records = 0
         self.valid = 0
+        self.bytes = 0
         self.started = time.monotonic()
 
     def __bool__(self) -> bool:
@@ -48,6 +50,7 @@ class MicroBatch:
         self.chunks.setdefault(partition, []).append(chunk)
         self.records += chunk.records
         self.valid += chunk.valid
+        self.bytes += block.nbytes
         return chunk.records
 
     def merged(self) -> dict[int, ParsedChunk]:

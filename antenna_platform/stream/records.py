@@ -55,12 +55,19 @@ class RecordBlock:
 
     `offsets` and `stamps` (ms; -1 where a record has none, Kafka's own mark) are int64
     arrays, `values` the values (bytes, or None for a null value), `codes` what each
-    value looks like before decoding (`shapes`, int8). Slices share the arrays."""
+    value looks like before decoding (`shapes`, int8). Slices share the arrays.
+    `nbytes`: the values' bytes in all (the decoder knows it; otherwise counted when
+    first read)."""
 
-    __slots__ = ("codes", "offsets", "stamps", "values")
+    __slots__ = ("_nbytes", "codes", "offsets", "stamps", "values")
 
     def __init__(
-        self, offsets: np.ndarray, stamps: np.ndarray, values: list[Any], codes: np.ndarray
+        self,
+        offsets: np.ndarray,
+        stamps: np.ndarray,
+        values: list[Any],
+        codes: np.ndarray,
+        nbytes: int | None = None,
     ) -> None:
         if not (len(offsets) == len(stamps) == len(values) == len(codes)):
             raise ValueError(
@@ -68,6 +75,13 @@ class RecordBlock:
                 f"{len(values)} values, {len(codes)} codes"
             )
         self.offsets, self.stamps, self.values, self.codes = offsets, stamps, values, codes
+        self._nbytes = nbytes
+
+    @property
+    def nbytes(self) -> int:
+        if self._nbytes is None:
+            self._nbytes = sum(len(v) for v in self.values if v is not None)
+        return self._nbytes
 
     def __len__(self) -> int:
         return len(self.values)
@@ -130,6 +144,7 @@ def concat_blocks(blocks: Sequence[RecordBlock]) -> RecordBlock:
         np.concatenate([b.stamps for b in blocks]),
         [v for b in blocks for v in b.values],
         np.concatenate([b.codes for b in blocks]),
+        sum(b.nbytes for b in blocks),
     )
 
 
@@ -288,7 +303,8 @@ def _decode_vector(data: bytes, pos: int, n: int, base: int, first_ts: int) -> R
     for i in np.flatnonzero(value_len < 0).tolist():
         values[i] = None
     codes = classify_spans(buf, data, at, value_len)
-    return RecordBlock(offset_delta + base, ts_delta + first_ts, values, codes)
+    nbytes = int((value_end - at).sum())
+    return RecordBlock(offset_delta + base, ts_delta + first_ts, values, codes, nbytes)
 
 
 def _varints(buf: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -432,6 +432,40 @@ def test_a_flood_of_rejects_fills_a_batch_in_a_few_polls_and_stays_exact(platfor
     assert_exact(platform, payloads)
 
 
+def test_a_flood_of_large_messages_fills_a_batch_up_to_its_bytes(platform, monkeypatch):
+    """A batch is full at MAX_BATCH_BYTES of values, whatever else it counts: large
+    rejects do not pile up for `max_batch_s` (hundreds of MB in memory and in one COPY).
+    Polls of 5 records here: a batch stops within one poll of the cap."""
+    from antenna_platform.stream import engine as engine_mod
+
+    cap = 60_000
+    monkeypatch.setattr(engine_mod, "MAX_BATCH_BYTES", cap)
+    big = [(b"{" + b"x" * 4_998 + bytes([48 + i % 10]), False) for i in range(200)]  # 5,000 B
+    payloads = make_payloads(100, seed=88, bad_ratio=0) + big
+    engine, fake = _engine(
+        platform, split(payloads), max_batch_events=10**6, max_batch_s=3600, max_events=300
+    )
+    fake.rebalance([0, 1], generation=0)
+    real_poll, snapshot = fake.poll, engine.checkpoint.snapshot
+    fake.poll = lambda **kw: real_poll(**{**kw, "max_records": 5})
+    held: list[int] = []
+
+    def recorded(*args, **kwargs):
+        batch = engine.checkpoint.batch
+        size = batch.bytes if batch is not None else 0
+        snap = snapshot(*args, **kwargs)
+        if snap is not None:
+            held.append(size)
+        return snap
+
+    engine.checkpoint.snapshot = recorded
+    engine.run()
+    total = sum(len(p) for p, _ in payloads)
+    assert sum(held) == total
+    assert max(held) < cap + 5 * 5_000 and len(held) >= total // (cap + 5 * 5_000), held
+    assert_exact(platform, payloads)
+
+
 def test_a_full_batch_keeps_filling_while_the_previous_commit_runs_up_to_its_cap(platform):
     """Group commit: while a commit is held up, the next batch grows past max_batch_events
     (not past GROUP_COMMIT times it) instead of waiting, and the result stays exact. A
