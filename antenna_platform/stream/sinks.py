@@ -201,14 +201,14 @@ def upsert_bytes(conn: psycopg.Connection, rows: Sequence[tuple[int, str, str, i
 
 
 _DEAD_COLUMNS = ", ".join(f'"{c}"' for c in COPY_COLUMNS)
-_COPY_DEAD = f"copy dead_letter ({_DEAD_COLUMNS}) from stdin (format binary)"
+_COPY_DEAD = f"copy dead_letter_batches ({_DEAD_COLUMNS}) from stdin (format binary)"
 
 
 def insert_dead_letters(
     conn: psycopg.Connection, topic: str, rows: DeadLetters | Sequence[DeadLetter]
 ) -> None:
-    """Binary COPY straight into `dead_letter`: a flood of garbage costs one round trip per
-    batch and little CPU (`dead_letters.encode_copy`).
+    """Binary COPY into `dead_letter_batches` (read as the view `dead_letter`): a flood of
+    garbage costs one round trip and a few table rows per batch (`dead_letters.encode_copy`).
 
     Written once because the commit's fence (`check_claims`, `fence`, same transaction)
     admits each offset once, as it does every `bytes` delta; the table has no key to

@@ -59,7 +59,7 @@ def test_provision_of_a_current_schema_does_not_wait_for_the_streams_writes(plat
     deadlock with a commit that holds one table and wants another."""
     tables = (
         "bytes",
-        "dead_letter",
+        "dead_letter_batches",
         "lake_files",
         "lake_hours",
         "stream_offsets",

@@ -16,6 +16,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import Producer
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from antenna_platform import simulator
 from antenna_platform.warehouse import connect, provision
@@ -360,13 +363,20 @@ def test_dead_letters_at_reused_offsets_are_all_kept(platform):
     assert hours == (1,)
 
 
-def test_provision_drops_the_old_dead_letter_key_and_keeps_the_rows(platform):
-    """A database provisioned before the key was dropped: `provision` drops it (rows
-    kept) and the BRIN index on received_at a later version had; running it again changes
-    nothing."""
+def test_provision_moves_an_old_dead_letter_table_into_batches_and_keeps_the_rows(platform):
+    """A database provisioned before change 12: `dead_letter` a table, one row a reject
+    (here with the key and the BRIN index older versions had). `provision` moves its rows
+    into `dead_letter_batches` and puts the view in its place: the same rows read back,
+    NULL and empty payloads included; running it again changes nothing."""
     recv = datetime(2026, 1, 1)
+    old = [
+        ("t", 0, 7, b"x", "r", recv),
+        ("t", 1, 8, None, "empty message", recv),
+        ("u", 0, 9, b"", "r\u00e9", datetime(2026, 1, 2)),
+    ]
     with connect(platform, autocommit=True) as conn:
-        conn.execute("drop table dead_letter")
+        conn.execute("drop view if exists dead_letter")
+        conn.execute("truncate dead_letter_batches")
         conn.execute(
             "create table dead_letter (topic text not null, partition integer not null, "
             '"offset" bigint not null, payload bytea, reason text not null, '
@@ -374,22 +384,61 @@ def test_provision_drops_the_old_dead_letter_key_and_keeps_the_rows(platform):
             'primary key (topic, partition, "offset"))'
         )
         conn.execute("create index dead_letter_received_at on dead_letter using brin (received_at)")
-        conn.execute(
-            'insert into dead_letter (topic, partition, "offset", payload, reason, received_at) '
-            "values ('t', 0, 7, 'x', 'r', %s)",
-            (recv,),
-        )
+        with conn.cursor() as cur:
+            cur.executemany(
+                "insert into dead_letter "
+                '(topic, partition, "offset", payload, reason, received_at) '
+                "values (%s, %s, %s, %s, %s, %s)",
+                old,
+            )
     for _ in range(2):
         provision(platform)
         with connect(platform) as conn:
-            keys = conn.execute(
-                "select count(*) from pg_constraint where conrelid = 'dead_letter'::regclass "
-                "and contype in ('p', 'u')"
+            kind = conn.execute(
+                "select relkind from pg_class where oid = 'dead_letter'::regclass"
             ).fetchone()
-            indexes = conn.execute(
-                "select indexname, indexdef from pg_indexes where tablename = 'dead_letter'"
+            rows = conn.execute(
+                'select topic, partition, "offset", payload, reason, received_at '
+                'from dead_letter order by "offset"'
             ).fetchall()
-            rows = conn.execute('select topic, partition, "offset" from dead_letter').fetchall()
-        assert keys == (0,)
-        assert indexes == []
-        assert rows == [("t", 0, 7)]
+            batches = conn.execute("select count(*) from dead_letter_batches").fetchone()
+        assert kind == ("v",)
+        assert rows == old
+        assert batches == (3,)
+
+
+_row = st.tuples(
+    st.integers(0, 3),
+    st.integers(0, 2**63 - 1),
+    st.none() | st.binary(max_size=3000),
+    st.sampled_from(["not valid JSON", "empty message"])
+    | st.text(st.characters(blacklist_characters="\x00", codec="utf-8"), max_size=20),
+    st.sampled_from([datetime(2026, 1, 1), datetime(2026, 1, 1, 0, 0, 1)]),
+)
+
+
+@hypothesis_settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(rows=st.lists(_row, max_size=40), limit=st.sampled_from([1, 100, 2**26]))
+def test_dead_letters_read_back_through_the_view_as_written(platform, rows, limit):
+    """Rejects written by `insert_dead_letters` (runs cut at partition, receive time and
+    payload size: `limit` bytes, 1 making nearly a row a reject) read back from the view
+    `dead_letter` one row each, payloads, NULLs and reasons as written."""
+    from antenna_platform.stream import dead_letters, sinks
+
+    topic = f"rt-{len(rows)}-{limit}"
+    old, dead_letters.ROW_PAYLOAD_BYTES = dead_letters.ROW_PAYLOAD_BYTES, limit
+    try:
+        with connect(platform) as conn:
+            conn.execute("delete from dead_letter_batches where topic = %s", (topic,))
+            sinks.insert_dead_letters(conn, topic, rows)
+            got = conn.execute(
+                'select partition, "offset", payload, reason, received_at from dead_letter '
+                "where topic = %s",
+                (topic,),
+            ).fetchall()
+            conn.rollback()
+    finally:
+        dead_letters.ROW_PAYLOAD_BYTES = old
+    assert Counter(got) == Counter(rows)

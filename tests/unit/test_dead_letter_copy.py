@@ -1,8 +1,10 @@
 """The dead-letter COPY encoder against psycopg's own binary COPY formatter.
 
-`sinks.encode_dead_letters` builds the binary COPY stream by hand (psycopg's per-row
+`sinks.encode_dead_letters` builds the binary COPY stream by hand (psycopg's per-element
 dumpers cost a flood of garbage more than the rest of a reject). psycopg's formatter,
-given the table's column types, is the independent expectation: the bytes must be equal.
+given the table's column types and each run of rejects as plain lists, is the independent
+expectation: the bytes must be equal. (That the view `dead_letter` gives the rows back is
+tested against PostgreSQL in tests/integration/test_stream.py.)
 """
 
 from __future__ import annotations
@@ -21,16 +23,54 @@ from antenna_platform.stream import dead_letters
 from antenna_platform.stream.dead_letters import DeadLetters
 from antenna_platform.stream.sinks import encode_dead_letters
 
-_TYPES = ("text", "int4", "int8", "timestamp", "bytea", "text")  # dead_letters.COPY_COLUMNS
+# dead_letters.COPY_COLUMNS: topic, partition, received_at, offsets, lengths, reason_ids,
+# reasons, payloads
+_OIDS = (
+    types["text"].oid,
+    types["int4"].oid,
+    types["timestamp"].oid,
+    types["int8"].array_oid,
+    types["int4"].array_oid,
+    types["int4"].array_oid,
+    types["text"].array_oid,
+    types["bytea"].oid,
+)
 
 
-def psycopg_copy(topic: str, rows) -> bytes:
+def runs(rows, limit: int = dead_letters.ROW_PAYLOAD_BYTES):
+    """The rows cut into runs of one partition and one receive time, a run also ending
+    after the reject that takes the payloads seen so far past a multiple of `limit`."""
+    out, seen = [], 0
+    for row in rows:
+        partition, _, payload, _, received = row
+        block = seen // limit
+        seen += len(payload or b"")
+        if out and out[-1][0] == (partition, received) and out[-1][1] == block:
+            out[-1][2].append(row)
+        else:
+            out.append(((partition, received), block, [row]))
+    return [run for _, _, run in out]
+
+
+def psycopg_copy(topic: str, rows, limit: int = dead_letters.ROW_PAYLOAD_BYTES) -> bytes:
     tx = Transformer()
-    tx.set_dumper_types([types[name].oid for name in _TYPES], Format.BINARY)
+    tx.set_dumper_types(list(_OIDS), Format.BINARY)
     fmt = BinaryFormatter(tx)
     out = bytearray()
-    for partition, offset, payload, reason, received in rows:
-        out += fmt.write_row((topic, partition, offset, received, payload, reason))
+    for run in runs(rows, limit):
+        reasons = sorted({r[3] for r in run}, key=[r[3] for r in run].index)
+        out += fmt.write_row(
+            (
+                topic,
+                run[0][0],
+                run[0][4],
+                [r[1] for r in run],
+                [-1 if r[2] is None else len(r[2]) for r in run],
+                [reasons.index(r[3]) for r in run],
+                reasons,
+                b"".join(r[2] or b"" for r in run),
+            )
+        )
     out += fmt.end()
     return bytes(out)
 
@@ -88,3 +128,16 @@ def test_columns_of_one_partition_and_their_order():
         DeadLetters.of(0, [1, 2], [b"a"], [0], ["r"], 0, [0])
     with pytest.raises(ValueError, match="reason id"):
         DeadLetters.of(0, [1], [b"a"], [1], ["r"], 0, [0])
+
+
+def test_runs_end_at_a_new_partition_a_new_time_and_past_the_payload_limit(monkeypatch):
+    """Rows of 5 payloads of 4 bytes, a limit of 10 bytes: a run ends after the reject
+    that takes the payloads past a multiple of 10 (runs of 3, 2 and 2), and at every change
+    of partition or receive time."""
+    monkeypatch.setattr(dead_letters, "ROW_PAYLOAD_BYTES", 10)
+    t0, t1 = datetime(2026, 12, 3, 9), datetime(2026, 12, 3, 10)
+    rows = [(0, i, b"abcd", "r", t0) for i in range(7)]
+    rows += [(1, 7, b"x", "q", t0), (1, 8, None, "r", t1), (0, 9, b"", "r", t1)]
+    got = runs(rows, 10)
+    assert [[r[1] for r in run] for run in got] == [[0, 1, 2], [3, 4], [5, 6], [7], [8], [9]]
+    assert encode_dead_letters("devices", rows) == psycopg_copy("devices", rows, 10)
