@@ -278,6 +278,9 @@ def _dead_letter_view(conn: psycopg.Connection) -> None:
     if kind is not None and kind[0] == "v":
         return
     if kind is not None:
+        # first the lock the drop takes anyway: a commit of an older stream still writing
+        # into the table finishes before the rows move (its rows move too) or fails after
+        conn.execute("lock table dead_letter in access exclusive mode")
         moved = conn.execute(_MOVE_DEAD_LETTER_ROWS).rowcount
         conn.execute("drop table dead_letter")
         log.info("dead_letter: %d rows of the old table moved to dead_letter_batches", moved)

@@ -50,7 +50,7 @@ COPY_COLUMNS = (
 # A row's payloads end with the reject that takes them past this (well under the 1 GB a
 # bytea can hold; an engine batch stops at 64 MB of values).
 ROW_PAYLOAD_BYTES = 64 * 1024 * 1024
-_BYTEA_MAX = 2**30 - 1
+_BYTEA_MAX = 2**30 - 1 - 4  # PostgreSQL's 1 GB a value, its 4-byte header included
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # + flags, header extension length
 _COPY_TRAILER = b"\xff\xff"
 _FIELD_COUNT = len(COPY_COLUMNS).to_bytes(2, "big")
@@ -239,8 +239,8 @@ def encode_copy(topic: str, dead: DeadLetters) -> bytes:
     except TypeError:  # None: a NULL payload, stored as length -1 and no bytes
         lengths = np.array([-1 if v is None else len(v) for v in payloads], dtype=np.int64)
         payloads = [b"" if v is None else v for v in payloads]
-    if int(lengths.max()) > _BYTEA_MAX:
-        raise ValueError("a dead letter's payload is larger than PostgreSQL's bytea")
+    if int(lengths.max()) > _BYTEA_MAX - ROW_PAYLOAD_BYTES:  # a row holds one past the limit
+        raise ValueError("a dead letter's payload is too large for a dead_letter_batches row")
     parts, received = dead.partitions, dead.received
     size = np.maximum(lengths, 0)
     block = (np.cumsum(size) - size) // ROW_PAYLOAD_BYTES  # the bytes before each reject

@@ -407,6 +407,56 @@ def test_provision_moves_an_old_dead_letter_table_into_batches_and_keeps_the_row
         assert batches == (3,)
 
 
+def test_provision_moves_the_rows_of_an_old_stream_commit_still_open(platform):
+    """An older stream's commit holds rows in the old `dead_letter` table when `provision`
+    starts: the move waits for it (the drop's lock taken first) and its rows are moved,
+    not dropped with the table."""
+    import threading
+
+    recv = datetime(2026, 1, 1)
+    with connect(platform, autocommit=True) as conn:
+        conn.execute("drop view if exists dead_letter")
+        conn.execute(
+            "create table dead_letter (topic text not null, partition integer not null, "
+            '"offset" bigint not null, payload bytea, reason text not null, '
+            "received_at timestamp not null)"
+        )
+    writer = connect(platform)
+    writer.execute(
+        'insert into dead_letter (topic, partition, "offset", payload, reason, received_at) '
+        "values ('t', 0, 5, 'late', 'r', %s)",
+        (recv,),
+    )
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            provision(platform)
+        except BaseException as exc:  # noqa: BLE001 - asserted below
+            errors.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    with connect(platform, autocommit=True) as watcher:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            waiting = watcher.execute(
+                "select count(*) from pg_locks where not granted "
+                "and relation = 'dead_letter'::regclass"
+            ).fetchone()[0]
+            if waiting:
+                break
+            time.sleep(0.05)
+        assert waiting, "provision never waited for the open commit"
+    writer.commit()
+    writer.close()
+    t.join(120)
+    assert not t.is_alive() and not errors, errors
+    with connect(platform) as conn:
+        rows = conn.execute('select topic, "offset", payload from dead_letter').fetchall()
+    assert rows == [("t", 5, b"late")]
+
+
 _row = st.tuples(
     st.integers(0, 3),
     st.integers(0, 2**63 - 1),

@@ -141,3 +141,13 @@ def test_runs_end_at_a_new_partition_a_new_time_and_past_the_payload_limit(monke
     got = runs(rows, 10)
     assert [[r[1] for r in run] for run in got] == [[0, 1, 2], [3, 4], [5, 6], [7], [8], [9]]
     assert encode_dead_letters("devices", rows) == psycopg_copy("devices", rows, 10)
+
+
+def test_a_payload_a_row_could_not_hold_is_refused(monkeypatch):
+    """A row holds its run's payloads up to the limit and one more: a payload that could
+    take a row past PostgreSQL's 1 GB a value is refused before the COPY is sent."""
+    monkeypatch.setattr(dead_letters, "ROW_PAYLOAD_BYTES", dead_letters._BYTEA_MAX - 10)
+    recv = datetime(2026, 1, 1)
+    assert encode_dead_letters("t", [(0, 1, b"x" * 10, "r", recv)])
+    with pytest.raises(ValueError, match="too large"):
+        encode_dead_letters("t", [(0, 1, b"x" * 11, "r", recv)])
