@@ -241,7 +241,7 @@ def create_tables(conn: psycopg.Connection) -> None:
 
 # One row a reject, from `dead_letter_batches`: a reject's payload starts where the
 # lengths before it in its row end.
-DEAD_LETTER_VIEW = """
+_DEAD_LETTER_VIEW = """
     create view dead_letter as
     select b.topic, b.partition, r."offset",
            case when r.length < 0 then null
@@ -284,7 +284,7 @@ def _dead_letter_view(conn: psycopg.Connection) -> None:
         moved = conn.execute(_MOVE_DEAD_LETTER_ROWS).rowcount
         conn.execute("drop table dead_letter")
         log.info("dead_letter: %d rows of the old table moved to dead_letter_batches", moved)
-    conn.execute(DEAD_LETTER_VIEW)
+    conn.execute(_DEAD_LETTER_VIEW)
 
 
 # The forms of `DDL`'s statements, and the catalog query (no table locks) that says
