@@ -66,9 +66,9 @@ log = logging.getLogger(__name__)
 # runs thousands of times a second and, measured, takes a fifth of the engine's time.
 GC_THRESHOLDS = (100_000, 50, 100)
 
-# a batch holds max_batch_events valid events (under a flood give or take the mix's
-# variation within one poll: `_poll_size`) and at most this many times as many records
-# (a flood of rejects adds dead-letter rows, not commits, until this cap)
+# a batch holds max_batch_events valid events (a poll after a flood may take it to twice
+# its room: `_poll_size`) and at most this many times as many records (a flood of rejects
+# adds dead-letter rows, not commits, until this cap)
 MAX_RECORDS_PER_EVENT_SLOT = 4
 
 # a batch whose values add up to this many bytes is full, whatever it counts: a flood of
@@ -77,21 +77,26 @@ MAX_RECORDS_PER_EVENT_SLOT = 4
 # in one COPY. Clean traffic fills a batch of 40,000 events with about 7 MB.
 MAX_BATCH_BYTES = 64 * 1024 * 1024
 
-# a batch whose room left is below 1/FULL_WITHIN of its limit counts as full. A poll asks
-# for at most the room left (the limit is on valid events, and a poll cannot tell them
-# from rejects before parsing): under a 1:1 flood each poll brings half the room's worth
-# of valid events, so polls halved to the last event, 13 of them a batch of 10,000 events,
-# each paying a poll's and a parse's fixed cost. Now 3 or 4; clean traffic: 1, as before.
+# a batch whose room left is below 1/FULL_WITHIN of its limit counts as full. A poll sized
+# by the room left alone (the limit is on valid events, and a poll cannot tell them from
+# rejects before parsing) brings half the room's worth of valid events under a 1:1 flood,
+# so polls halved to the last event, 13 of them a batch of 10,000 events, each paying a
+# poll's and a parse's fixed cost; this made it 3 or 4 (and `_poll_size` 1 or 2).
 FULL_WITHIN = 8
 
-# ... and under a flood a poll asks for more records than the room left, by the records a
-# valid event came with in the previous poll (`_poll_size`), when rejects were at least
-# this share of it. Why: a poll sized by the room alone brought half of it under a 1:1
-# flood, and the commit in flight ended meanwhile, so batches went to commit half full:
-# 56 to 64 commits for 1,000,000 good events against 32 or 33 for clean traffic, each
-# with its fixed cost (files, one transaction). Below this share (clean traffic, a few
-# rejects) a poll asks for the room, as before, and never overshoots the limit.
+# Under a flood a poll asks for more records than the room left, by the records a valid
+# event came with in the last poll of FLOOD_SAMPLE records or more (`_poll_size`: at most
+# FLOOD_GROWTH times the room), when rejects were at least FLOOD_SHARE of it. Why: a
+# poll sized by the room alone brought half of it under a 1:1 flood, and the commit in
+# flight ended meanwhile, so batches went to commit half full: 56 to 64 commits for
+# 1,000,000 good events against 32 or 33 for clean traffic, each with its fixed cost
+# (files, one transaction). Otherwise (clean traffic, a few rejects, small polls) a poll
+# asks for the room, as before, and a batch does not pass its limit (but by the one
+# record a poll asks for at least). A poll right after a flood ends may bring up to
+# FLOOD_GROWTH times the room in valid events.
 FLOOD_SHARE = 1 / 16
+FLOOD_SAMPLE = 64
+FLOOD_GROWTH = 2
 
 # a loop turn this much longer than a poll means the process was stopped (SIGSTOP, a VM
 # pause) or starved: the idle clock starts again (a woken worker first rejoins its group)
@@ -247,6 +252,7 @@ class StreamEngine:
             self.committer.abandon()
         self.checkpoint.drop()
         self.ownership.unclaim()
+        self._last_mix = (0, 0)  # the partitions' next records may be another mix
 
     def _failed(self, what: str, exc: BaseException) -> None:
         """A commit, a claim or a resync failed: reset, back off, maybe give up."""
@@ -316,6 +322,7 @@ class StreamEngine:
         for p, state in res.claimed.items():
             self.checkpoint.open(p, state)
         if res.claimed:
+            self._last_mix = (0, 0)  # new partitions: the mix is learnt again
             self.hooks.log(
                 f"claimed partitions {sorted(res.claimed)} (epochs "
                 + ", ".join(f"{p}:{s.epoch}" for p, s in sorted(res.claimed.items()))
@@ -360,10 +367,14 @@ class StreamEngine:
             self.committer.submit(snap)
 
     def _add(self, polled: dict) -> int:
-        n = 0
+        """Add a poll's records to the batch; returns how many were kept (and, from
+        `FLOOD_SAMPLE` kept records, notes how many were valid events: `_poll_size`)."""
+        n, valid_before = 0, self.checkpoint.valid
         for tp, recs in polled.items():
             if tp.topic == self.topic and recs:
                 n += self.checkpoint.add(tp.partition, recs)
+        if n >= FLOOD_SAMPLE:
+            self._last_mix = (n, self.checkpoint.valid - valid_before)
         return n
 
     # ------------------------------------------------------------------ periodic work
@@ -529,10 +540,7 @@ class StreamEngine:
                 if o.max_events is not None:
                     room = min(room, o.max_events - st.records - in_hand)
                 polled = self.consumer.poll(timeout_ms=o.poll_ms, max_records=max(room, 1))
-                valid_before = self.checkpoint.valid
                 n = self._add(polled)
-                if n:
-                    self._last_mix = (n, self.checkpoint.valid - valid_before)
                 now = time.monotonic()
                 if n or now - loop_at > STALL_S:  # a stall (a frozen process) is not idleness
                     self.last_activity = now
@@ -562,20 +570,21 @@ class StreamEngine:
         return st
 
     def _poll_size(self, room: int) -> int:
-        """Records to ask the next poll for, the batch having `room` valid events left:
-        the room, or under a flood (rejects at least `FLOOD_SHARE` of the previous poll's
-        records) the room times the records a valid event came with in that poll, less
-        `FLOOD_SHARE` for the mix to vary, capped by the batch's records cap. A poll of
-        rejects only asks for that cap."""
+        """Records to ask the next poll for, the batch having `room` valid events left.
+
+        The room, unless the last poll of `FLOOD_SAMPLE` records or more was a flood
+        (rejects at least `FLOOD_SHARE` of them): then the room times the records a valid
+        event came with in that poll (at most `FLOOD_GROWTH`), less `FLOOD_SHARE` for the
+        mix to vary; not past what is left of the batch's records cap, never below the
+        room."""
         if room <= 0:
             return room
         records, valid = self._last_mix
-        if records == 0 or records - valid < records * FLOOD_SHARE:
-            return room  # no poll yet, or few rejects
+        if records < FLOOD_SAMPLE or records - valid < records * FLOOD_SHARE:
+            return room  # no poll yet, a small one, or few rejects
+        growth = FLOOD_GROWTH if valid == 0 else min(records / valid, FLOOD_GROWTH)
         cap = self._batch_limit() * MAX_RECORDS_PER_EVENT_SLOT - self.checkpoint.records
-        if valid == 0:
-            return max(room, cap)
-        return max(room, min(int(room * records / valid * (1 - FLOOD_SHARE)), cap))
+        return max(room, min(int(room * growth * (1 - FLOOD_SHARE)), cap))
 
     def _batch_limit(self) -> int:
         """Valid events a batch may hold before it is committed: `max_batch_events`, or

@@ -402,9 +402,9 @@ def _is_dead(conn) -> bool:
 
 def test_a_flood_of_rejects_fills_a_batch_in_a_few_polls_and_stays_exact(platform):
     """Under a 1:1 flood a poll asks for the batch's room left times the records a valid
-    event came with in the previous poll (`_poll_size`), so a batch mostly fills in one
-    poll; a batch within 1/FULL_WITHIN of its limit is full. Asking for the room alone
-    took 3 or 4 polls a batch (each bringing half the room's worth of events)."""
+    event came with in the last poll (`_poll_size`), so a batch fills in one or two polls;
+    a batch within 1/FULL_WITHIN of its limit is full. Asking for the room alone took 3
+    or 4 polls a batch (each bringing half the room's worth of events)."""
     payloads = make_payloads(4_000, seed=87, bad_ratio=0.5)
     engine, fake = _engine(
         platform, split(payloads), max_batch_events=100, max_batch_s=3600, max_events=4_000
@@ -429,9 +429,93 @@ def test_a_flood_of_rejects_fills_a_batch_in_a_few_polls_and_stays_exact(platfor
     fake.poll, engine.checkpoint.snapshot = poll, recorded
     engine.run()
     assert len(polls_per_batch) >= 5, polls_per_batch
-    assert max(polls_per_batch) <= 3, polls_per_batch
-    assert sum(polls_per_batch) <= 1.5 * len(polls_per_batch), polls_per_batch
+    # the first batch learns the mix (3 polls); then 1 or 2 (the room alone: 3 or 4)
+    assert polls_per_batch[0] <= 3 and max(polls_per_batch[1:]) <= 2, polls_per_batch
     assert_exact(platform, payloads)
+
+
+def test_when_a_flood_ends_a_poll_brings_at_most_twice_the_room_and_stays_exact(platform):
+    """A backlog of rejects, then clean traffic: the poll that follows a poll of rejects
+    only asks for at most twice the batch's room left (FLOOD_GROWTH), so the first clean
+    records take a batch at most that far past its limit, not to its records cap."""
+    from antenna_platform.stream.engine import FLOOD_GROWTH
+
+    bad = [(b"[%d]" % i, False) for i in range(1_000)]
+    payloads = bad + make_payloads(2_000, seed=90, bad_ratio=0)
+    engine, fake = _engine(
+        platform, split(payloads), max_batch_events=100, max_batch_s=3600, max_events=3_000
+    )
+    fake.rebalance([0, 1], generation=0)
+    asked: list[tuple[int, int]] = []
+    frozen: list[int] = []
+    real_poll, snapshot = fake.poll, engine.checkpoint.snapshot
+
+    def poll(**kw):
+        room = engine._batch_limit() - engine.checkpoint.valid
+        asked.append((kw["max_records"], room))
+        return real_poll(**kw)
+
+    def recorded(*args, **kwargs):
+        snap = snapshot(*args, **kwargs)
+        if snap is not None:
+            frozen.append(snap.events)
+        return snap
+
+    fake.poll, engine.checkpoint.snapshot = poll, recorded
+    engine.run()
+    assert all(n <= max(FLOOD_GROWTH * room, 1) for n, room in asked), asked
+    assert any(n > room > 0 for n, room in asked), asked  # the flood's polls asked for more
+    assert max(frozen) <= FLOOD_GROWTH * GROUP_COMMIT * 100, frozen
+    assert sum(frozen) == engine.stats.events == 2_000
+    assert_exact(platform, payloads)
+
+
+def test_a_poll_is_sized_by_the_room_left_and_under_a_flood_by_the_last_polls_mix(platform):
+    """`_poll_size`: the room left (in valid events) as records, unless the previous poll
+    was a flood (64 records or more, rejects at least 1/16 of them): then the room times
+    that poll's records a valid event (at most 2), less 1/16; not past what is left of the
+    batch's records cap, never below the room."""
+    from kafka.structs import TopicPartition
+
+    from antenna_platform.stream.engine import MAX_RECORDS_PER_EVENT_SLOT
+    from antenna_platform.stream.records import Record
+
+    engine, _fake = _engine(platform, split([]), max_batch_events=1_000)
+    cap = 1_000 * MAX_RECORDS_PER_EVENT_SLOT
+    assert engine._poll_size(1_000) == 1_000  # no poll yet
+    assert engine._poll_size(0) == 0
+    engine._last_mix = (1_000, 980)  # 2 % rejects
+    assert engine._poll_size(600) == 600
+    engine._last_mix = (2_000, 1_000)  # 1:1: twice the room, less 1/16
+    assert engine._poll_size(1_000) == 1_875
+    assert engine._poll_size(100) == 187
+    engine._last_mix = (5_000, 1_000)  # 4 rejects to an event: still at most twice
+    assert engine._poll_size(1_000) == 1_875
+    engine._last_mix = (500, 0)  # rejects only
+    assert engine._poll_size(10) == 18
+    engine._last_mix = (40, 0)  # too few records to tell a mix
+    assert engine._poll_size(10) == 10
+
+    # what `_add` notes: the records kept and the valid events among them; refused
+    # records (partition 1 is not open) and polls under 64 records leave the last mix
+    engine.checkpoint.positions[0] = 0  # partition 0 open from offset 0
+    good = make_payloads(100, seed=89, bad_ratio=0)
+    recs = [Record(o, 0, b"{not json") for o in range(200)]
+    recs += [Record(200 + o, 0, p) for o, (p, _ok) in enumerate(good)]
+    assert engine._add({TopicPartition(platform.topic, 0): recs}) == 300
+    assert engine._last_mix == (300, 100)
+    assert engine._add({TopicPartition(platform.topic, 1): recs}) == 0
+    tail = [Record(300 + o, 0, b"[1]") for o in range(10)]
+    assert engine._add({TopicPartition(platform.topic, 0): tail}) == 10
+    assert engine._last_mix == (300, 100)
+    assert engine._poll_size(100) == 187
+
+    # the records cap: 4,000 for this batch, 310 held; 1,500 left
+    more = [Record(310 + o, 0, b"[1]") for o in range(cap - 1_810)]
+    engine.checkpoint.add(0, more)
+    assert engine.checkpoint.records == cap - 1_500
+    assert engine._poll_size(1_000) == 1_500
+    assert engine._poll_size(1_600) == 1_600  # never below the room
 
 
 def test_a_flood_of_large_messages_fills_a_batch_up_to_its_bytes(platform, monkeypatch):
