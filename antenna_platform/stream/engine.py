@@ -204,7 +204,7 @@ class StreamEngine:
         self._last_refused: dict[int, tuple[str, int, int]] = {}
         self._next_claim = 0.0
         self.last_activity = time.monotonic()
-        self._last_mix = (0, 0)  # (records, valid events) of the last poll that brought any
+        self._last_mix = (0, 0)  # (records, valid events) of the last poll of FLOOD_SAMPLE+
 
     # ------------------------------------------------------------------ plumbing
     def _connect(self, timeout: int = 5) -> psycopg.Connection:
