@@ -180,6 +180,21 @@ def test_a_fenced_worker_can_neither_commit_nor_compact_nor_clean(platform):
     assert got["staged"] == []
 
 
+def _frozen_events(engine: StreamEngine) -> list[int]:
+    """The valid events of each batch the engine freezes for a commit, from now on."""
+    frozen: list[int] = []
+    snapshot = engine.checkpoint.snapshot
+
+    def recorded(*args, **kwargs):
+        snap = snapshot(*args, **kwargs)
+        if snap is not None:
+            frozen.append(snap.events)
+        return snap
+
+    engine.checkpoint.snapshot = recorded
+    return frozen
+
+
 def _engine(settings, logs, **opts) -> tuple[StreamEngine, FakeConsumer]:
     fake = FakeConsumer(settings.topic, logs)
     engine = StreamEngine(settings, StreamOptions(**opts))
@@ -447,21 +462,15 @@ def test_when_a_flood_ends_a_poll_brings_at_most_twice_the_room_and_stays_exact(
     )
     fake.rebalance([0, 1], generation=0)
     asked: list[tuple[int, int]] = []
-    frozen: list[int] = []
-    real_poll, snapshot = fake.poll, engine.checkpoint.snapshot
+    frozen = _frozen_events(engine)
+    real_poll = fake.poll
 
     def poll(**kw):
         room = engine._batch_limit() - engine.checkpoint.valid
         asked.append((kw["max_records"], room))
         return real_poll(**kw)
 
-    def recorded(*args, **kwargs):
-        snap = snapshot(*args, **kwargs)
-        if snap is not None:
-            frozen.append(snap.events)
-        return snap
-
-    fake.poll, engine.checkpoint.snapshot = poll, recorded
+    fake.poll = poll
     engine.run()
     assert all(n <= max(FLOOD_GROWTH * room, 1) for n, room in asked), asked
     assert any(n > room > 0 for n, room in asked), asked  # the flood's polls asked for more
@@ -565,7 +574,6 @@ def test_a_full_batch_keeps_filling_while_the_previous_commit_runs_up_to_its_cap
     cap = 100 * GROUP_COMMIT
     full = cap - cap // FULL_WITHIN
     release, held = threading.Event(), threading.Event()
-    frozen: list[int] = []
 
     def fault(step: str) -> None:
         if step == "claims" and not held.is_set():  # the first commit is held up
@@ -578,15 +586,8 @@ def test_a_full_batch_keeps_filling_while_the_previous_commit_runs_up_to_its_cap
             time.sleep(0.01)
         release.set()
 
-    snapshot = engine.checkpoint.snapshot
-
-    def recorded(*args, **kwargs):
-        snap = snapshot(*args, **kwargs)
-        if snap is not None:
-            frozen.append(snap.events)
-        return snap
-
-    engine.fault, engine.checkpoint.snapshot = fault, recorded
+    engine.fault = fault
+    frozen = _frozen_events(engine)
     threading.Thread(target=watch, daemon=True).start()
     engine.run()
     assert 100 - 100 // FULL_WITHIN <= frozen[0] <= 100, frozen  # the limit as set
